@@ -1,0 +1,84 @@
+"End-to-end tests of the `moe-nb` command: real papermill runs into run directories."
+import json, subprocess
+from pathlib import Path
+import nbformat, pytest, yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+def moe_nb(*args, cwd=None):
+    return subprocess.run(["moe-nb", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=900)
+
+def only_run(runs: Path, pipeline: str) -> Path:
+    dirs = list((runs/pipeline).iterdir())
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+def toy_notebook(path: Path, body: str) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("run_dir = None\nsteps = 3", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("x = steps * 2"),
+        nbformat.v4.new_code_cell(body)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+def test_installed():
+    import moe_nb
+    r = subprocess.run(["moe-nb", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "run" in r.stdout and "demo" in r.stdout
+    assert moe_nb.__version__
+
+def test_run_tiny_lm(tmp_path):
+    runs = tmp_path/"runs"
+    r = moe_nb("run", "tiny_lm", "--preset", "smoke", "-p", "steps", "60", "--runs-dir", runs, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rd = only_run(runs, "tiny_lm")
+    names = {p.name for p in rd.iterdir()}
+    assert {"tiny_lm.ipynb", "params.yaml", "metrics.json", "loss.png", "run.log"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    params = yaml.safe_load((rd/"params.yaml").read_text())
+    assert params["steps"] == 60 and params["seq_len"] == 64  # -p beats the preset, the preset beats the default
+    m = json.loads((rd/"metrics.json").read_text())
+    assert m["status"] == "completed" and m["loss_decreased"] and m["final_loss"] < m["first_loss"]
+    assert (rd/"loss.png").read_bytes()[:4] == b"\x89PNG"
+    executed = nbformat.read(rd/"tiny_lm.ipynb", as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    assert "step 60" in (rd/"run.log").read_text()
+    listing = moe_nb("runs", "--runs-dir", runs)
+    assert listing.returncode == 0 and rd.name in listing.stdout and "completed" in listing.stdout and "val_ppl=" in listing.stdout
+
+def test_failing_notebook(tmp_path):
+    nb = toy_notebook(tmp_path/"broken.ipynb", "y = x / 0")
+    r = moe_nb("run", nb, "--runs-dir", tmp_path/"runs", "--quiet")
+    assert r.returncode == 1
+    assert "FAILED in cell 3" in r.stdout and "ZeroDivisionError" in r.stdout
+    rd = only_run(tmp_path/"runs", "broken")
+    m = json.loads((rd/"metrics.json").read_text())
+    assert m["status"] == "failed" and m["error"].startswith("ZeroDivisionError") and m["failed_cell"] == 3
+    assert m["failed_cell_source"] == "y = x / 0"
+    executed = nbformat.read(rd/"broken.ipynb", as_version=4)
+    assert any(o.get("ename") == "ZeroDivisionError" for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+
+@pytest.mark.parametrize("args, msg", [
+    (["-p", "stepz", "5"], "unknown parameter 'stepz' for tiny_lm.ipynb; did you mean 'steps'?"),
+    (["-p", "steps", "many"], "parameter 'steps' of tiny_lm.ipynb expects int (default 300), got 'many'"),
+    (["-p", "lr", "[1, 2]"], "parameter 'lr' of tiny_lm.ipynb expects float"),
+    (["--preset", "huge"], "--preset 'huge' is not defined for tiny_lm; known presets: smoke, demo, cpu-long"),
+    (["-p", "steps", "5", "-p", "steps", "6"], "-p steps is given twice"),
+])
+def test_bad_parameters(tmp_path, args, msg):
+    r = moe_nb("run", "tiny_lm", *args, "--runs-dir", tmp_path/"runs")
+    assert r.returncode == 2 and msg in r.stderr, r.stderr
+    assert not (tmp_path/"runs").exists(), "a rejected run must not leave a run directory"
+
+def test_unknown_notebook(tmp_path):
+    r = moe_nb("run", "no_such_pipeline", "--runs-dir", tmp_path/"runs")
+    assert r.returncode == 2 and "notebook 'no_such_pipeline' not found" in r.stderr and "tiny_lm" in r.stderr
+
+def test_demo(tmp_path):
+    r = moe_nb("demo", "--runs-dir", tmp_path/"runs", "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    table = r.stdout.split("\n\n")[-1]
+    assert "pipeline" in table and "tiny_lm" in table and "completed" in table
+    m = json.loads((only_run(tmp_path/"runs", "tiny_lm")/"metrics.json").read_text())
+    assert m["preset"] == "demo" and m["loss_decreased"]
