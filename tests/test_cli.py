@@ -43,7 +43,8 @@ def test_run_tiny_lm(tmp_path):
     assert (rd/"loss.png").read_bytes()[:4] == b"\x89PNG"
     executed = nbformat.read(rd/"tiny_lm.ipynb", as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
-    assert "step 60" in (rd/"run.log").read_text()
+    log = (rd/"run.log").read_text()
+    assert "training 385,600 of 385,600 parameters" in log and "step 60: loss" in log and "eval_loss" in log
     listing = moe_nb("runs", "--runs-dir", runs)
     assert listing.returncode == 0 and rd.name in listing.stdout and "completed" in listing.stdout and "val_ppl=" in listing.stdout
 

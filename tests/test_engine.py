@@ -1,0 +1,51 @@
+"Engine behaviour that needs real processes: resume after SIGKILL, and 2-process data parallel (gloo on CPU)."
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import torch
+from moe_nb.core import load_tensors
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE/"engine_script.py"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+def losses(run_dir):
+    return [json.loads(l)["loss"] for l in (Path(run_dir)/"metrics.jsonl").read_text().splitlines()]
+
+def train(run_dir, *args):
+    r = subprocess.run([sys.executable, str(SCRIPT), str(run_dir), *map(str, args)], capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+def test_resume_after_kill(tmp_path):
+    train(tmp_path/"ref", "--steps", 30)
+    ref = losses(tmp_path/"ref")
+    run = tmp_path/"killed"
+    p = subprocess.Popen([sys.executable, str(SCRIPT), str(run), "--steps", "30", "--save-every", "5", "--sleep", "0.3"],
+                         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run/"checkpoints"/"step-0000015").exists():
+        assert p.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    time.sleep(0.5)  # let it log a step or two past the checkpoint: those lines must be dropped on resume
+    p.send_signal(signal.SIGKILL); p.wait()
+    done = len(losses(run))
+    assert 15 <= done < 30, done
+    train(run, "--steps", 30, "--save-every", 5)
+    got = losses(run)
+    assert len(got) == 30
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(ref), rtol=0, atol=1e-6)
+    a, b = load_tensors(tmp_path/"ref"/"final-0.safetensors"), load_tensors(run/"final-0.safetensors")
+    for k in a: torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+def test_two_process_ddp_equals_single_process(tmp_path):
+    # dropout off: each rank draws its own dropout masks, so only a deterministic model can match exactly
+    train(tmp_path/"single", "--steps", 12, "--batch-size", 8, "--dropout", 0)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(SCRIPT), str(tmp_path/"ddp"), "--steps", "12", "--batch-size", "4", "--dropout", "0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    torch.testing.assert_close(torch.tensor(losses(tmp_path/"ddp")), torch.tensor(losses(tmp_path/"single")), rtol=0, atol=1e-5)
+    r0, r1 = load_tensors(tmp_path/"ddp"/"final-0.safetensors"), load_tensors(tmp_path/"ddp"/"final-1.safetensors")
+    single = load_tensors(tmp_path/"single"/"final-0.safetensors")
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), f"{k} differs between ranks"
+        torch.testing.assert_close(r0[k], single[k], rtol=0, atol=1e-5)
