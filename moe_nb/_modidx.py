@@ -124,4 +124,10 @@ d = { 'settings': { 'branch': 'main',
                                'moe_nb.engine.model_loss': ('engine.html#model_loss', 'moe_nb/engine.py'),
                                'moe_nb.engine.param_groups': ('engine.html#param_groups', 'moe_nb/engine.py'),
                                'moe_nb.engine.save_checkpoint': ('engine.html#save_checkpoint', 'moe_nb/engine.py'),
-                               'moe_nb.engine.set_trainable': ('engine.html#set_trainable', 'moe_nb/engine.py')}}}
+                               'moe_nb.engine.set_trainable': ('engine.html#set_trainable', 'moe_nb/engine.py')},
+            'moe_nb.zoo': { 'moe_nb.zoo._check_type': ('zoo.html#_check_type', 'moe_nb/zoo.py'),
+                            'moe_nb.zoo._zoo_key': ('zoo.html#_zoo_key', 'moe_nb/zoo.py'),
+                            'moe_nb.zoo.load_backbone': ('zoo.html#load_backbone', 'moe_nb/zoo.py'),
+                            'moe_nb.zoo.pretrained_tiny': ('zoo.html#pretrained_tiny', 'moe_nb/zoo.py'),
+                            'moe_nb.zoo.random_model': ('zoo.html#random_model', 'moe_nb/zoo.py'),
+                            'moe_nb.zoo.tiny_config': ('zoo.html#tiny_config', 'moe_nb/zoo.py')}}}
