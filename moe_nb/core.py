@@ -265,7 +265,7 @@ def open_run(pipeline:str, params:dict, run_dir:str|Path|None=None, runs_dir:str
     "The run directory given by `moe-nb run`, or a new one for an interactive run."
     if run_dir: d = Path(run_dir); d.mkdir(parents=True, exist_ok=True); return d
     d = make_run_dir(pipeline, params, runs_dir)
-    update_metrics(d, status="running", pipeline=pipeline, started=utc_stamp())
+    update_metrics(d, status="interactive", pipeline=pipeline, started=utc_stamp())  # nobody will mark it completed
     return d
 
 # %% ../nbs/00_core.ipynb #69c682f2
