@@ -184,6 +184,7 @@ def HFLM_factory(model, tokenizer, batch_size, device, max_length, peft=None):
     "lm-eval's `hf` model around an in-memory transformers model (and a PEFT adapter directory)."
     from lm_eval.models.huggingface import HFLM
     if peft:
+        import copy
         from peft import PeftModel
-        model = PeftModel.from_pretrained(model, peft)
+        model = PeftModel.from_pretrained(copy.deepcopy(model), peft)  # peft injects layers in place: keep the caller's model
     return HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size, max_length=max_length)
