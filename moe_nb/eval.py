@@ -16,7 +16,7 @@ from torch import nn
 from .core import save_jsonl, save_json, atomic_open
 
 # %% auto #0
-__all__ = ['token_nll', 'perplexity', 'write_mc_task', 'MoeNbLM', 'results_table', 'run_lm_eval', 'HFLM_factory']
+__all__ = ['token_nll', 'perplexity', 'write_mc_task', 'MoeNbLM', 'results_table', 'run_lm_eval', 'make_hflm']
 
 # %% ../nbs/06_eval.ipynb #d2a059d9
 def _logits(model, ids:torch.Tensor) -> torch.Tensor:
@@ -168,7 +168,7 @@ def run_lm_eval(model, tasks:list[str], tokenizer=None, task_dirs:list[str|Path]
     if isinstance(model, nn.Module):
         from transformers import PreTrainedModel
         if isinstance(model, PreTrainedModel) or peft:
-            lm = HFLM_factory(model, tokenizer, batch_size, device, max_length, peft)
+            lm = make_hflm(model, tokenizer, batch_size, device, max_length, peft)
         else: lm = MoeNbLM(model, tokenizer, batch_size=batch_size, max_length=max_length)
     else: lm = model
     res = simple_evaluate(model=lm, tasks=list(tasks), task_manager=tm, limit=limit, num_fewshot=num_fewshot,
@@ -180,7 +180,7 @@ def run_lm_eval(model, tasks:list[str], tokenizer=None, task_dirs:list[str|Path]
         save_jsonl(results_table(out), Path(run_dir)/"lm_eval_table.jsonl")
     return out
 
-def HFLM_factory(model, tokenizer, batch_size, device, max_length, peft=None):
+def make_hflm(model, tokenizer, batch_size, device, max_length, peft=None):
     "lm-eval's `hf` model around an in-memory transformers model (and a PEFT adapter directory)."
     from lm_eval.models.huggingface import HFLM
     if peft:
