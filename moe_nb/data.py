@@ -19,7 +19,8 @@ from .core import save_jsonl
 __all__ = ['ROLES', 'DOMAINS', 'SOURCES', 'CORRUPTIONS', 'EOS', 'PAD', 'FORMAT_TOKENS', 'SPECIAL_TOKENS', 'TEMPLATES',
            'DataError', 'record_problem', 'Records', 'read_jsonl', 'load_records', 'math_docs', 'code_docs',
            'prose_docs', 'embedded_corpus', 'corrupt', 'embedded_instructions', 'embedded_eval', 'write_embedded',
-           'train_tokenizer', 'get_tokenizer', 'encode_chat', 'collate', 'causal_lm_loss', 'pack_tokens']
+           'train_tokenizer', 'get_tokenizer', 'encode_chat', 'collate', 'causal_lm_loss', 'pack_tokens',
+           'corpus_blocks']
 
 # %% ../nbs/01_data.ipynb #a9de7685
 class DataError(ValueError):
@@ -399,3 +400,16 @@ def pack_tokens(texts:list[str], tok, seq_len:int=128) -> torch.Tensor:
     n = len(ids) // seq_len
     if n == 0: raise ValueError(f"{len(ids)} tokens are fewer than one block of seq_len={seq_len}")
     return torch.tensor(ids[:n * seq_len], dtype=torch.long).view(n, seq_len)
+
+# %% ../nbs/01_data.ipynb #f39ee055
+def corpus_blocks(tok, docs_per_domain:int=300, seq_len:int=128,
+                  n_eval:int|float=64, # held-out blocks: a count, or a fraction in (0, 1)
+                  seed:int=0, corpus_seed:int|None=None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    "(train, held-out) token blocks of the whole embedded corpus; `n_eval` blocks are held out at random."
+    texts = [t for docs in embedded_corpus(docs_per_domain, seed=seed if corpus_seed is None else corpus_seed).values() for t in docs]
+    blocks = pack_tokens(texts, tok, seq_len)
+    if isinstance(n_eval, float): n_eval = max(1, int(len(blocks) * n_eval))
+    if not 0 < n_eval < len(blocks): raise ValueError(f"n_eval={n_eval}: expected 0 < n_eval < {len(blocks)} blocks")
+    perm = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))
+    return blocks[perm[n_eval:]], blocks[perm[:n_eval]]

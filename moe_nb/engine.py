@@ -229,9 +229,11 @@ class Trainer:
 def _batch(self:Trainer, micro:int) -> dict:
     b, W, r = self.cfg.batch_size, self.acc.num_processes, self.acc.process_index
     idx = self.stream.take((micro * W + r) * b, b)
-    batch = self.collate_fn([self.train_data[i] for i in idx])
+    return self._to_device(self.collate_fn([self.train_data[i] for i in idx]))
+
+def _to_device(self:Trainer, batch:dict) -> dict:
     return {k: (v.to(self.acc.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-Trainer._batch = _batch
+Trainer._batch, Trainer._to_device = _batch, _to_device
 
 # %% ../nbs/05_engine.ipynb #df49125a
 def save_checkpoint(self:Trainer) -> Path:
@@ -290,8 +292,7 @@ def evaluate(self:Trainer) -> dict:
     W, r, b = self.acc.num_processes, self.acc.process_index, self.cfg.batch_size
     tot = torch.zeros(2, device=self.acc.device)
     for s in range(r * b, len(self.eval_data), W * b):
-        batch = self.collate_fn([self.eval_data[i] for i in range(s, min(s + b, len(self.eval_data)))])
-        batch = {k: (v.to(self.acc.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        batch = self._to_device(self.collate_fn([self.eval_data[i] for i in range(s, min(s + b, len(self.eval_data)))]))
         with self.acc.autocast(): out = self.loss_fn(self.model, batch)
         loss = out["loss"] if isinstance(out, dict) else out
         tot += torch.stack([loss.detach().float() * len(batch["input_ids"]), torch.tensor(float(len(batch["input_ids"])), device=tot.device)])

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .core import seed_everything, save_json, get_logger
-from .data import get_tokenizer, embedded_corpus, pack_tokens, _cache_root
+from .data import get_tokenizer, corpus_blocks, _cache_root
 from .engine import Trainer, TrainConfig
 
 # %% auto #0
@@ -62,9 +62,7 @@ def pretrained_tiny(arch:str, steps:int=300, seed:int=0, cache_dir:str|Path|None
         log.info(f"pretraining tiny {arch} for {steps} steps (cached in {d})")
         model = random_model(arch, seed, **overrides)
         tok = get_tokenizer()
-        blocks = pack_tokens([t for docs in embedded_corpus(300, seed=0).values() for t in docs], tok, seq_len)
-        perm = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))
-        val, train = blocks[perm[:64]], blocks[perm[64:]]
+        train, val = corpus_blocks(tok, 300, seq_len, n_eval=64, seed=seed, corpus_seed=0)
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=".build-"))
         cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(30, steps // 10), seed=seed,
