@@ -13,7 +13,8 @@ def test_proc_nbs(tmp_path):
     for name in ("nbs", "moe_nb"): shutil.copytree(ROOT/name, tmp_path/name, ignore=shutil.ignore_patterns("_proc", "__pycache__"))
     shutil.copy(ROOT/"pyproject.toml", tmp_path)
     bin_ = tmp_path/"bin"; bin_.mkdir(); q = bin_/"quarto"; q.write_text("#!/bin/sh\nexit 0\n"); q.chmod(q.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PATH": f"{bin_}{os.pathsep}{os.environ['PATH']}"}
+    # the copied package, not whichever checkout is installed, is what the processed notebooks import
+    env = {**os.environ, "PATH": f"{bin_}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(tmp_path)}
     r = subprocess.run(["nbdev-proc-nbs"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     done = {p.relative_to(tmp_path/"_proc").as_posix() for p in (tmp_path/"_proc").rglob("*.ipynb")}
