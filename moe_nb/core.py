@@ -6,7 +6,7 @@ Docs: https://moe-nb.github.io/moe_nb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #84cc65c9
 from __future__ import annotations
-import os, sys, json, random, hashlib, logging, tempfile, difflib, dataclasses, types
+import os, sys, json, random, shutil, hashlib, logging, tempfile, difflib, dataclasses, types
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +19,8 @@ import yaml
 # %% auto #0
 __all__ = ['get_device', 'get_dtype', 'precision_name', 'seed_everything', 'ConfigError', 'check_value', 'Config', 'atomic_open',
            'save_json', 'load_json', 'save_jsonl', 'save_yaml', 'load_yaml', 'save_tensors', 'load_tensors',
-           'save_figure', 'param_hash', 'utc_stamp', 'make_run_dir', 'update_metrics', 'open_run', 'get_logger']
+           'atomic_dir', 'save_figure', 'param_hash', 'utc_stamp', 'make_run_dir', 'update_metrics', 'open_run',
+           'find_run', 'get_logger']
 
 # %% ../nbs/00_core.ipynb #d74d8e3f
 def get_device(pref:str|torch.device|None="auto", # "auto", "cpu", "cuda", "cuda:1", "mps"
@@ -224,6 +225,24 @@ def load_tensors(path:str|Path, device:str="cpu") -> dict:
     from safetensors.torch import load_file
     return load_file(str(path), device=device)
 
+# %% ../nbs/00_core.ipynb #d686e539
+@contextmanager
+def atomic_dir(path:str|Path, overwrite:bool=False):
+    "Yield a temporary directory that becomes `path` when the block succeeds; removed if it fails."
+    path = Path(path)
+    if path.exists() and not overwrite: raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if path.exists():
+            old = tmp.with_name(tmp.name + ".old"); os.replace(path, old); shutil.rmtree(old)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
 # %% ../nbs/00_core.ipynb #93db7aea
 def save_figure(fig, path:str|Path, dpi:int=110) -> Path:
     "Save a matplotlib figure atomically (format from the suffix)."
@@ -267,6 +286,26 @@ def open_run(pipeline:str, params:dict, run_dir:str|Path|None=None, runs_dir:str
     d = make_run_dir(pipeline, params, runs_dir)
     update_metrics(d, status="interactive", pipeline=pipeline, started=utc_stamp())  # nobody will mark it completed
     return d
+
+# %% ../nbs/00_core.ipynb #d2980d31
+def find_run(ref:str|Path, # a run directory, or "latest"
+             pipeline:str, # the pipeline that made it, e.g. "select_moe_warmup"
+             needs:str, # a file the run must hold, relative to its directory
+             near:str|Path|None=None, # the calling run's directory: "latest" searches its runs root
+             runs_dir:str|Path="runs") -> Path:
+    "The run directory `ref` names, checked to hold `needs`."
+    if str(ref) != "latest":
+        d = Path(ref)
+        if not (d/needs).exists(): raise FileNotFoundError(f"{d}: not a {pipeline} run directory with {needs} in it")
+        return d
+    root = Path(near).resolve().parent.parent if near else Path(runs_dir)
+    for d in sorted((root/pipeline).glob("*/"), key=lambda d: d.name, reverse=True):
+        mf = d/"metrics.json"
+        try: status = load_json(mf).get("status") if mf.exists() else None
+        except ValueError: continue
+        if status in ("completed", "interactive") and (d/needs).exists(): return d
+    raise FileNotFoundError(f"'latest': no finished {pipeline} run with {needs} under {root/pipeline}; "
+                            f"run `moe-nb run {pipeline}` first or pass a run directory")
 
 # %% ../nbs/00_core.ipynb #69c682f2
 _FMT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
