@@ -56,7 +56,9 @@ def notebook_params(nb:Path) -> dict:
 # %% ../nbs/90_cli.ipynb #93c4b46a
 def _parse_scalar(s:str):
     v = yaml.safe_load(s) if s.strip() else s
-    if isinstance(v, str) and v.lower() in ("inf", "+inf", "-inf", "nan"): return float(v)
+    if isinstance(v, str):  # YAML 1.1 reads 1e-3 (no dot) and inf as strings; numbers are what was meant
+        try: return float(v) if v.strip() else v
+        except ValueError: pass
     return v
 
 def check_params(nb:Path, given:dict, spec:dict|None=None, where:str="-p") -> dict:

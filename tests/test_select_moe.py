@@ -1,0 +1,69 @@
+"Select-MoE Stages 1 and 2 through `moe-nb run`: warmup, router data, their chaining and their bad input."
+import json, shutil
+from pathlib import Path
+import pytest
+from test_cli import moe_nb, only_run
+
+def metrics(rd: Path) -> dict: return json.loads((rd/"metrics.json").read_text())
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("sm")/"runs"
+    r = moe_nb("run", "select_moe_warmup", "--preset", "smoke", "--runs-dir", runs, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return runs, only_run(runs, "select_moe_warmup")
+
+def test_warmup(stage1):
+    runs, wr = stage1
+    m = metrics(wr)
+    assert m["status"] == "completed" and m["subset"] == 100 and m["n_samples"] == 400
+    assert m["trainable_params"] == 2 * (64 + 8 * 64)  # quality gates and routers of the tiny OLMoE
+    info = json.loads((wr/"router"/"router.json").read_text())
+    assert info["mode"] == "full_rank" and info["base_model"] == "tiny-olmoe" and info["config"]["quality_loss_weight"] == 0.01
+    assert (wr/"router"/"router_weights.safetensors").exists() and (wr/"warmup.png").exists()
+    assert len(json.loads((wr/"subset_ids.json").read_text())["ids"]) == 100
+    assert "training 1,152 of" in (wr/"run.log").read_text()
+
+def test_router_data(stage1):
+    from moe_nb.select_moe import load_router_data
+    runs, wr = stage1
+    r = moe_nb("run", "select_moe_router_data", "--preset", "smoke", "--runs-dir", runs, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rd = only_run(runs, "select_moe_router_data")
+    m = metrics(rd)
+    assert m["status"] == "completed" and m["warmup_run"] == str(wr.resolve()) and m["n_samples"] == 400
+    for k in ("auc_good_ratio", "auc_good_ratio_assistant", "auc_neg_nll", "auc_good_ratio_wrong"): assert 0 <= m[k] <= 1
+    assert (rd/"quality_auc.png").read_bytes()[:4] == b"\x89PNG"
+    data = load_router_data(rd/"router_data")
+    assert sum(len(v["ids"]) for v in data.values()) == 400 and len(data) == 5  # the five embedded sources
+    assert next(iter(data.values()))["moe_logits"].shape[1:] == (2, 8)
+
+def test_lora_warmup_and_explicit_router(tmp_path):
+    runs = tmp_path/"runs"
+    r = moe_nb("run", "select_moe_warmup", "--preset", "smoke", "-p", "peft_mode", "lora", "-p", "lr", "1e-3", "--runs-dir", runs, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    wr = only_run(runs, "select_moe_warmup")
+    assert (wr/"router"/"adapter"/"adapter_config.json").exists() and metrics(wr)["trainable_params"] > 1152
+    r = moe_nb("run", "select_moe_router_data", "-p", "warmup", wr, "--runs-dir", tmp_path/"other", "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+@pytest.mark.parametrize("args, msg", [
+    (["-p", "subset_ratio", "0"], "subset_ratio=0.0: expected a value in (0, 1]"),
+    (["-p", "subset_ratio", "1.5"], "subset_ratio=1.5: expected a value in (0, 1]"),
+    (["-p", "model", "tiny-qwen2-random"], "model='tiny-qwen2-random' is a 'qwen2' checkpoint; this pipeline needs 'olmoe'"),
+    (["-p", "data", "/no/such/file.jsonl"], "/no/such/file.jsonl"),
+])
+def test_warmup_bad_input(tmp_path, args, msg):
+    r = moe_nb("run", "select_moe_warmup", "--preset", "smoke", *args, "--runs-dir", tmp_path/"runs", "--quiet")
+    assert r.returncode == 1 and msg in r.stdout, r.stdout + r.stderr
+    assert not (only_run(tmp_path/"runs", "select_moe_warmup")/"router").exists()
+
+def test_router_data_bad_input(stage1, tmp_path):
+    r = moe_nb("run", "select_moe_router_data", "--runs-dir", tmp_path/"runs", "--quiet")
+    assert r.returncode == 1 and "'latest': no finished select_moe_warmup run with router/router.json" in r.stdout
+    broken = tmp_path/"warm"
+    shutil.copytree(stage1[1], broken)
+    (broken/"router"/"router_weights.safetensors").unlink()
+    r = moe_nb("run", "select_moe_router_data", "-p", "warmup", broken, "--runs-dir", tmp_path/"runs2", "--quiet")
+    assert r.returncode == 1 and "router_weights.safetensors: missing router weights" in r.stdout, r.stdout
+    assert not (only_run(tmp_path/"runs2", "select_moe_router_data")/"router_data").exists()
