@@ -67,3 +67,40 @@ def test_router_data_bad_input(stage1, tmp_path):
     r = moe_nb("run", "select_moe_router_data", "-p", "warmup", broken, "--runs-dir", tmp_path/"runs2", "--quiet")
     assert r.returncode == 1 and "router_weights.safetensors: missing router weights" in r.stdout, r.stdout
     assert not (only_run(tmp_path/"runs2", "select_moe_router_data")/"router_data").exists()
+
+def test_selection(stage1):
+    runs, wr = stage1
+    if not (runs/"select_moe_router_data").exists():
+        assert moe_nb("run", "select_moe_router_data", "--preset", "smoke", "--runs-dir", runs, "--quiet").returncode == 0
+    r = moe_nb("run", "select_moe_selection", "--preset", "smoke", "--runs-dir", runs, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    sr = only_run(runs, "select_moe_selection")
+    m = metrics(sr)
+    assert m["status"] == "completed" and m["n_samples"] == 400 and m["n_selected"] == 20 and 4 <= m["k"] <= 12
+    for k in ("precision_round_robin", "precision_quality", "precision_random"): assert 0 <= m[k] <= 1
+    assert abs(m["clean_share_all"] - 0.7) < 1e-9
+    lines = [json.loads(l) for l in (sr/"selected_data.jsonl").read_text().splitlines()]
+    assert len(lines) == 20 and {"id", "dataset", "messages", "quality", "cluster"} <= set(lines[0])
+    for meth in ("round_robin", "quality", "random"): assert len((sr/"selected"/f"{meth}.jsonl").read_text().splitlines()) == 20
+    rep = json.loads((sr/"selection_report.json").read_text())
+    assert [l["id"] for l in lines] == rep["selected_ids"]["round_robin"]
+    # the same parameters give the same selection
+    again = moe_nb("run", "select_moe_selection", "--preset", "smoke", "--runs-dir", runs, "--quiet")
+    assert again.returncode == 0
+    sr2 = max((runs/"select_moe_selection").iterdir())
+    assert (sr2/"selected_data.jsonl").read_text() == (sr/"selected_data.jsonl").read_text()
+
+@pytest.mark.parametrize("args, msg", [
+    (["-p", "selection_percentage", "0"], "selection_percentage=0.0: expected a value in (0, 1]"),
+    (["-p", "k_min", "1"], "k must be at least 2"),
+    (["-p", "router_data", "/no/such/run"], "/no/such/run: not a select_moe_router_data run directory"),
+])
+def test_selection_bad_input(stage1, tmp_path, args, msg):
+    runs, wr = stage1
+    if not (runs/"select_moe_router_data").exists():
+        assert moe_nb("run", "select_moe_router_data", "--preset", "smoke", "--runs-dir", runs, "--quiet").returncode == 0
+    rd = only_run(runs, "select_moe_router_data")
+    base = ["-p", "router_data", rd] if "router_data" not in args else []
+    r = moe_nb("run", "select_moe_selection", *base, *args, "--runs-dir", tmp_path/"runs", "--quiet")
+    assert r.returncode == 1 and msg in r.stdout, r.stdout
+    assert not (only_run(tmp_path/"runs", "select_moe_selection")/"selected_data.jsonl").exists()
