@@ -104,3 +104,8 @@ def test_selection_bad_input(stage1, tmp_path, args, msg):
     r = moe_nb("run", "select_moe_selection", *base, *args, "--runs-dir", tmp_path/"runs", "--quiet")
     assert r.returncode == 1 and msg in r.stdout, r.stdout
     assert not (only_run(tmp_path/"runs", "select_moe_selection")/"selected_data.jsonl").exists()
+
+def test_warmup_empty_dataset(tmp_path):
+    empty = tmp_path/"empty.jsonl"; empty.write_text("")
+    r = moe_nb("run", "select_moe_warmup", "-p", "data", empty, "--runs-dir", tmp_path/"runs", "--quiet")
+    assert r.returncode == 1 and f"data='{empty}': the dataset is empty" in r.stdout, r.stdout
