@@ -16,7 +16,8 @@ from torch import nn
 from .core import save_jsonl, save_json, atomic_open
 
 # %% auto #0
-__all__ = ['token_nll', 'perplexity', 'write_mc_task', 'MoeNbLM', 'results_table', 'run_lm_eval', 'make_hflm']
+__all__ = ['LOCAL_TASKS', 'token_nll', 'perplexity', 'write_mc_task', 'write_answer_task', 'embedded_tasks', 'check_tasks',
+           'MoeNbLM', 'results_table', 'run_lm_eval', 'make_hflm']
 
 # %% ../nbs/06_eval.ipynb #d2a059d9
 def _logits(model, ids:torch.Tensor) -> torch.Tensor:
@@ -69,6 +70,45 @@ def write_mc_task(out_dir:str|Path, records:list[dict], name:str="moe_nb_heldout
         "  - metric: acc_norm", "    aggregation: mean", "    higher_is_better: true", "metadata:", "  version: 1.0", ""])
     with atomic_open(out_dir/f"{name}.yaml") as f: f.write(yaml_text)
     return out_dir/f"{name}.yaml"
+
+# %% ../nbs/06_eval.ipynb #19050514
+def write_answer_task(out_dir:str|Path, records:list[dict], name:str="moe_nb_answers",
+                      prompt:str="<|user|>\n{{question}}\n<|assistant|>\n") -> Path:
+    "Write a local answer log-likelihood lm-eval task (YAML + JSONL) into `out_dir`; return the YAML path."
+    out_dir = Path(out_dir).resolve()
+    for i, r in enumerate(records):
+        if not {"question", "answer"} <= set(r): raise ValueError(f"record {i} of task {name!r} needs question and answer")
+    data = save_jsonl([{"question": r["question"], "answer": r["answer"]} for r in records], out_dir/f"{name}.jsonl")
+    yaml_text = "\n".join([
+        f"task: {name}", "dataset_path: json", "dataset_kwargs:", "  data_files:", f"    test: {json.dumps(str(data))}",
+        "test_split: test", "output_type: loglikelihood", f"doc_to_text: {json.dumps(prompt)}",
+        'doc_to_target: "{{answer}}"', 'target_delimiter: ""',
+        "metric_list:", "  - metric: perplexity", "    aggregation: perplexity", "    higher_is_better: false",
+        "  - metric: acc", "    aggregation: mean", "    higher_is_better: true", "metadata:", "  version: 1.0", ""])
+    with atomic_open(out_dir/f"{name}.yaml") as f: f.write(yaml_text)
+    return out_dir/f"{name}.yaml"
+
+def embedded_tasks(out_dir:str|Path, n:int=300, seed:int=10_000) -> Path:
+    "Write the embedded held-out set as the local tasks `moe_nb_heldout` (multiple choice) and `moe_nb_answers`."
+    from moe_nb.data import embedded_eval
+    recs = embedded_eval(n, seed)
+    write_mc_task(out_dir, recs); write_answer_task(out_dir, recs)
+    return Path(out_dir).resolve()
+
+LOCAL_TASKS = ("moe_nb_heldout", "moe_nb_answers")
+
+def check_tasks(tasks:list[str], task_dirs:list[str|Path]=()):
+    "lm-eval's `TaskManager` over the installed and local tasks, after checking that every name in `tasks` is known."
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1"); os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from lm_eval.tasks import TaskManager
+    if isinstance(tasks, str) or not tasks: raise ValueError(f"tasks={tasks!r}: expected a non-empty list of task names")
+    local = {Path(p).stem for d in task_dirs for p in Path(d).glob("*.yaml")}
+    # local tasks only: skip indexing the thousands of installed task files (~3 s)
+    tm = TaskManager(include_path=[str(d) for d in task_dirs] or None, include_defaults=not set(tasks) <= local)
+    unknown = [t for t in tasks if t not in tm.all_tasks]
+    if unknown:
+        raise ValueError(f"lm-eval task(s) {unknown} are neither local ({', '.join(sorted(local)) or 'no task dirs given'}) nor installed in lm-eval")
+    return tm
 
 # %% ../nbs/06_eval.ipynb #34294887
 from lm_eval.api.model import TemplateLM
@@ -155,16 +195,10 @@ def results_table(results:dict) -> list[dict]:
 
 def run_lm_eval(model, tasks:list[str], tokenizer=None, task_dirs:list[str|Path]=(), run_dir:str|Path|None=None,
                 batch_size:int=8, limit:int|float|None=None, num_fewshot:int|None=None, peft:str|None=None,
-                device:str="cpu", max_length:int=512) -> dict:
+                device:str="cpu", max_length:int=512, task_manager=None) -> dict:
     "Evaluate with lm-eval on local and installed tasks; results (and a table) go to `run_dir`."
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1"); os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tm = task_manager or check_tasks(tasks, task_dirs)
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-    tm = TaskManager(include_path=[str(d) for d in task_dirs] or None)
-    unknown = [t for t in tasks if t not in tm.all_tasks]
-    if unknown:
-        local = sorted({Path(p).stem for d in task_dirs for p in Path(d).glob("*.yaml")})
-        raise ValueError(f"lm-eval task(s) {unknown} are neither local ({', '.join(local) or 'no task dirs given'}) nor installed in lm-eval")
     if isinstance(model, nn.Module):
         from transformers import PreTrainedModel
         if isinstance(model, PreTrainedModel) or peft:

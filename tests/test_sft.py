@@ -1,0 +1,99 @@
+"Select-MoE Stages 3 and 4 and the selection experiment through `moe-nb run`; 2-process LoRA fine-tuning; bad input."
+import json
+from pathlib import Path
+import pytest
+import torch
+from test_cli import moe_nb, only_run
+
+def metrics(rd: Path) -> dict: return json.loads((rd/"metrics.json").read_text())
+
+def clean_records(n):
+    from moe_nb.data import embedded_instructions
+    recs, labels = embedded_instructions(200, 0.3, seed=0)
+    return [r for r, l in zip(recs, labels) if l["clean"]][:n]
+
+def test_two_processes_equal_one(tmp_path):
+    "Data parallel over 2 processes (gloo) gives the adapter of 1 process accumulating the same micro-batches."
+    from moe_nb.core import save_jsonl, load_tensors
+    from moe_nb.sft import launch_finetune
+    data = save_jsonl(clean_records(32), tmp_path/"sel.jsonl")
+    sft = {"epochs": 2.0, "lr": 3e-3, "max_len": 64, "lora_dropout": 0.0, "cpu": True, "save_every": 100}
+    env = {"OMP_NUM_THREADS": "1"}
+    launch_finetune({"base_model": "tiny-qwen2", "data": str(data), "run_dir": str(tmp_path/"one"), "sft": {**sft, "batch_size": 4, "grad_accum": 2}}, 1, env=env, timeout=600)
+    launch_finetune({"base_model": "tiny-qwen2", "data": str(data), "run_dir": str(tmp_path/"two"), "sft": {**sft, "batch_size": 4}}, 2, env=env, timeout=600)
+    one, two = (load_tensors(tmp_path/d/"adapter"/"adapter_model.safetensors") for d in ("one", "two"))
+    assert one.keys() == two.keys() and len(one) == 16  # A and B of q, k, v, o in 2 layers
+    for k in one: torch.testing.assert_close(two[k], one[k], rtol=0, atol=2e-5)
+    info = json.loads((tmp_path/"two"/"adapter"/"adapter_info.json").read_text())
+    assert info["world_size"] == 2 and info["steps"] == 8 and info["n_train"] == 32 and info["base_model"] == "tiny-qwen2"
+    assert not any(torch.equal(v, torch.zeros_like(v)) for v in one.values())  # B moved off its zero init
+
+def test_finetune_and_eval_bad_input(tmp_path):
+    runs = tmp_path/"runs"
+    bad = tmp_path/"bad.jsonl"
+    bad.write_text(json.dumps(clean_records(1)[0]) + "\n" + '{"messages": [{"role": "user", "content": "hi"}]}\n')
+    r = moe_nb("run", "select_moe_finetune", "--preset", "smoke", "-p", "data", bad, "--runs-dir", runs, "--quiet")
+    assert r.returncode == 1 and f"{bad}:2: no assistant message" in r.stdout, r.stdout + r.stderr
+    fr = only_run(runs, "select_moe_finetune")
+    assert not (fr/"adapter").exists() and not (fr/"checkpoints").exists()  # nothing trained
+    r = moe_nb("run", "select_moe_finetune", "--preset", "smoke", "--runs-dir", tmp_path/"empty", "--quiet")
+    assert r.returncode == 1 and "no finished select_moe_selection run" in r.stdout, r.stdout
+
+    # a good adapter, then evaluations that must fail before anything is evaluated
+    good = tmp_path/"good.jsonl"
+    good.write_text("".join(json.dumps(x) + "\n" for x in clean_records(16)))
+    r = moe_nb("run", "select_moe_finetune", "--preset", "smoke", "-p", "data", good, "-p", "num_processes", "2", "--runs-dir", runs, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ft = [d for d in (runs/"select_moe_finetune").iterdir() if (d/"adapter").exists()][0]
+    m = metrics(ft)
+    assert m["provenance"]["selection"] == "file" and m["provenance"]["n_records"] == 16 and m["trainable_params"] == 7168
+    assert m["world_size"] == 2 and m["steps"] == 1  # 1 epoch of 16 samples at 8 per process
+    for args, msg in [
+        (["-p", "tasks", "[moe_nb_heldout, no_such_task]"], "lm-eval task(s) ['no_such_task'] are neither local (moe_nb_answers, moe_nb_heldout) nor installed"),
+        (["-p", "base_model", "tiny-olmoe"], "was trained on a 'qwen2' model (tiny-qwen2); tiny-olmoe is a 'olmoe' model"),
+        (["-p", "adapter", tmp_path], "not a select_moe_finetune run directory"),
+    ]:
+        if args[1] != "adapter": args = ["-p", "adapter", ft, *args]
+        r = moe_nb("run", "select_moe_eval", "--preset", "smoke", *args, "--runs-dir", tmp_path/"ev", "--quiet")
+        assert r.returncode == 1 and msg in r.stdout, (args, r.stdout + r.stderr)
+    assert not list((tmp_path/"ev").glob("select_moe_eval/*/lm_eval_results.json"))
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("exp")/"runs"
+    r = moe_nb("run", "select_moe_experiment", "--preset", "tiny", "--runs-dir", runs, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return only_run(runs, "select_moe_experiment")
+
+def test_experiment(experiment):
+    m = metrics(experiment)
+    assert m["status"] == "completed" and m["n_seeds"] == 2
+    sub = experiment/"runs"
+    n = {p: len(list((sub/p).glob("*/metrics.json"))) for p in ("select_moe_warmup", "select_moe_router_data", "select_moe_selection",
+                                                                   "select_moe_finetune", "select_moe_eval", "select_moe_results")}
+    assert n == {"select_moe_warmup": 2, "select_moe_router_data": 2, "select_moe_selection": 2,
+                 "select_moe_finetune": 8, "select_moe_eval": 9, "select_moe_results": 1}
+    for arm in ("round_robin", "quality", "random", "all"):
+        assert 0 <= m[f"precision_{arm}"] <= 1 and 0 <= m[f"mc_acc_{arm}"] <= 1 and m[f"answer_nll_{arm}"] > 0
+    assert m["precision_all"] == pytest.approx(0.7)  # the embedded data's clean share
+    # the fine-tuned arms all beat the base model on answer NLL; all the data beats 10% of it
+    assert all(m[f"answer_nll_{a}"] < m["answer_nll_base"] for a in ("round_robin", "quality", "random", "all"))
+    assert m["answer_nll_all"] < m["answer_nll_random"]
+    assert isinstance(m["router_beats_random"], bool) and (experiment/"experiment.png").read_bytes()[:4] == b"\x89PNG"
+    # every fine-tuning run trained on its arm's file; the results table has one row per eval run, task and metric
+    for d in (sub/"select_moe_finetune").iterdir():
+        p = metrics(d)["provenance"]
+        assert p["arm"] in ("round_robin", "quality", "random", "all") and p["n_records"] == (400 if p["arm"] == "all" else 40)
+    res = only_run(sub, "select_moe_results")
+    rows = [json.loads(l) for l in (res/"results.jsonl").read_text().splitlines()]
+    assert len({r["run"] for r in rows}) == 9 and {r["metric"] for r in rows} == {"acc", "acc_norm", "perplexity", "nll"}
+    assert (res/"results.png").exists() and (res/"results.md").read_text().startswith("| model | arm |")
+    appended = [json.loads(l) for l in (sub/"select_moe_results.jsonl").read_text().splitlines()]
+    assert len(appended) == 9 * 4  # every eval appended its rows: acc and acc_norm, perplexity and acc
+
+def test_experiment_bad_input(tmp_path):
+    for args, msg in [(["-p", "arms", "[round_robin, best]"], "arms=['round_robin', 'best']: expected a non-empty list of"),
+                      (["-p", "tasks", "[not_a_task]"], "lm-eval task(s) ['not_a_task'] are neither local")]:
+        r = moe_nb("run", "select_moe_experiment", "--preset", "tiny", *args, "--runs-dir", tmp_path/"runs", "--quiet")
+        assert r.returncode == 1 and msg in r.stdout, r.stdout + r.stderr
+    assert not list((tmp_path/"runs").glob("select_moe_experiment/*/runs"))  # nothing ran
