@@ -58,16 +58,20 @@ def perplexity(model:nn.Module, data, # (T,) one text, (N, T) blocks, or a list 
 def write_mc_task(out_dir:str|Path, records:list[dict], name:str="moe_nb_heldout",
                   prompt:str="<|user|>\n{{question}}\n<|assistant|>\n") -> Path:
     "Write a local multiple-choice lm-eval task (YAML + JSONL) into `out_dir`; return the YAML path."
+    return _write_task(out_dir, name, records, ("question", "choices", "gold"), [
+        "output_type: multiple_choice", f"doc_to_text: {json.dumps(prompt)}", 'doc_to_choice: "{{choices}}"',
+        'doc_to_target: "{{gold}}"', 'target_delimiter: ""', "metric_list:",
+        "  - metric: acc", "    aggregation: mean", "    higher_is_better: true",
+        "  - metric: acc_norm", "    aggregation: mean", "    higher_is_better: true"])
+
+def _write_task(out_dir, name:str, records:list[dict], fields:tuple, spec:list[str]) -> Path:
+    "Write `fields` of the records as `name`.jsonl and a task YAML around `spec` (output type, prompt, metrics)."
     out_dir = Path(out_dir).resolve()
     for i, r in enumerate(records):
-        if not {"question", "choices", "gold"} <= set(r): raise ValueError(f"record {i} of task {name!r} needs question, choices and gold")
-    data = save_jsonl([{"question": r["question"], "choices": r["choices"], "gold": r["gold"]} for r in records], out_dir/f"{name}.jsonl")
-    yaml_text = "\n".join([
-        f"task: {name}", "dataset_path: json", "dataset_kwargs:", "  data_files:", f"    test: {json.dumps(str(data))}",
-        "test_split: test", "output_type: multiple_choice", f"doc_to_text: {json.dumps(prompt)}",
-        'doc_to_choice: "{{choices}}"', 'doc_to_target: "{{gold}}"', 'target_delimiter: ""',
-        "metric_list:", "  - metric: acc", "    aggregation: mean", "    higher_is_better: true",
-        "  - metric: acc_norm", "    aggregation: mean", "    higher_is_better: true", "metadata:", "  version: 1.0", ""])
+        if not set(fields) <= set(r): raise ValueError(f"record {i} of task {name!r} needs {', '.join(fields)}")
+    data = save_jsonl([{k: r[k] for k in fields} for r in records], out_dir/f"{name}.jsonl")
+    yaml_text = "\n".join([f"task: {name}", "dataset_path: json", "dataset_kwargs:", "  data_files:",
+                           f"    test: {json.dumps(str(data))}", "test_split: test", *spec, "metadata:", "  version: 1.0", ""])
     with atomic_open(out_dir/f"{name}.yaml") as f: f.write(yaml_text)
     return out_dir/f"{name}.yaml"
 
@@ -75,18 +79,11 @@ def write_mc_task(out_dir:str|Path, records:list[dict], name:str="moe_nb_heldout
 def write_answer_task(out_dir:str|Path, records:list[dict], name:str="moe_nb_answers",
                       prompt:str="<|user|>\n{{question}}\n<|assistant|>\n") -> Path:
     "Write a local answer log-likelihood lm-eval task (YAML + JSONL) into `out_dir`; return the YAML path."
-    out_dir = Path(out_dir).resolve()
-    for i, r in enumerate(records):
-        if not {"question", "answer"} <= set(r): raise ValueError(f"record {i} of task {name!r} needs question and answer")
-    data = save_jsonl([{"question": r["question"], "answer": r["answer"]} for r in records], out_dir/f"{name}.jsonl")
-    yaml_text = "\n".join([
-        f"task: {name}", "dataset_path: json", "dataset_kwargs:", "  data_files:", f"    test: {json.dumps(str(data))}",
-        "test_split: test", "output_type: loglikelihood", f"doc_to_text: {json.dumps(prompt)}",
-        'doc_to_target: "{{answer}}"', 'target_delimiter: ""',
-        "metric_list:", "  - metric: perplexity", "    aggregation: perplexity", "    higher_is_better: false",
-        "  - metric: acc", "    aggregation: mean", "    higher_is_better: true", "metadata:", "  version: 1.0", ""])
-    with atomic_open(out_dir/f"{name}.yaml") as f: f.write(yaml_text)
-    return out_dir/f"{name}.yaml"
+    return _write_task(out_dir, name, records, ("question", "answer"), [
+        "output_type: loglikelihood", f"doc_to_text: {json.dumps(prompt)}", 'doc_to_target: "{{answer}}"',
+        'target_delimiter: ""', "metric_list:",
+        "  - metric: perplexity", "    aggregation: perplexity", "    higher_is_better: false",
+        "  - metric: acc", "    aggregation: mean", "    higher_is_better: true"])
 
 def embedded_tasks(out_dir:str|Path, n:int=300, seed:int=10_000) -> Path:
     "Write the embedded held-out set as the local tasks `moe_nb_heldout` (multiple choice) and `moe_nb_answers`."
