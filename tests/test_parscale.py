@@ -1,0 +1,41 @@
+"End-to-end ParScale runs through the CLI: the multi-P experiment (nested papermill runs + summary) and bad input."
+import json, subprocess
+import pytest
+
+def moe_nb(*args):
+    return subprocess.run(["moe-nb", *map(str, args)], capture_output=True, text=True, timeout=900)
+
+def test_multi_p_tiny(tmp_path):
+    runs = tmp_path/"runs"
+    r = moe_nb("run", "parscale_multi", "--preset", "tiny", "--runs-dir", runs, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (rd,) = list((runs/"parscale_multi").iterdir())
+    m = json.loads((rd/"metrics.json").read_text())
+    assert m["status"] == "completed"
+    trains = sorted((rd/"runs"/"parscale_train").iterdir())
+    assert len(trains) == 3
+    tm = {t["P"]: t for t in (json.loads((d/"metrics.json").read_text()) for d in trains)}
+    assert set(tm) == {1, 2, 4} and all(t["status"] == "completed" for t in tm.values())
+    # P=1 in PEFT mode is the untouched backbone; P>1 trains exactly the prefixes and the aggregator
+    assert tm[1]["trainable_params"] == 0 and tm[1]["eval_loss"] == pytest.approx(tm[1]["backbone_eval_loss"], abs=1e-9)
+    for P in (2, 4):
+        assert tm[P]["trainable_params"] == tm[P]["parscale_params"] > 0
+        assert tm[P]["train_tokens"] == 20 * 8 * 64  # the same token budget for every P
+        assert 0 < tm[P]["entropy_ratio"] <= 1 and len(tm[P]["mean_weight"]) == P
+    # the summary: the paper's constants reproduced from its own data, and our fit with alpha fixed (one size)
+    assert m["paper_pile_k"] == pytest.approx(0.3344, abs=2e-3) and m["paper_stack_v2_python_k"] == pytest.approx(0.3934, abs=2e-3)
+    assert m["paper_pile_E"] == pytest.approx(1.2889, abs=2e-3) and m["paper_pile_alpha"] == pytest.approx(0.1964, abs=2e-3)
+    assert m["eval_loss_P1"] == pytest.approx(tm[1]["eval_loss"]) and "ours_k" in m
+    (sd,) = list((rd/"runs"/"parscale_summary").iterdir())
+    assert (sd/"loss_vs_P.png").read_bytes()[:4] == b"\x89PNG" and (sd/"fit.png").exists()
+    assert (trains[1]/"training.png").exists() or (trains[2]/"training.png").exists()
+
+@pytest.mark.parametrize("param,value,message", [
+    ("P", "0", "parscale_n must be >= 1"),
+    ("backbone", "tiny-olmoe-random", "this pipeline needs 'qwen2'"),
+])
+def test_bad_input(tmp_path, param, value, message):
+    r = moe_nb("run", "parscale_train", "--preset", "smoke", "-p", param, value, "--runs-dir", tmp_path/"runs", "--quiet")
+    assert r.returncode == 1 and message in r.stdout, r.stdout + r.stderr
+    (rd,) = list((tmp_path/"runs"/"parscale_train").iterdir())
+    assert not (rd/"model").exists() and not (rd/"checkpoints").exists()
