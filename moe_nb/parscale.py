@@ -8,6 +8,7 @@ Docs: https://moe-nb.github.io/moe_nb/parscale.html.md"""
 from __future__ import annotations
 import math, re
 from pathlib import Path
+from typing import Literal  # noqa: F401  (named by the inherited config fields; show_doc evaluates their annotations here)
 
 import torch
 from torch import nn

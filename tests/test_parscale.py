@@ -13,19 +13,20 @@ def test_multi_p_tiny(tmp_path):
     m = json.loads((rd/"metrics.json").read_text())
     assert m["status"] == "completed"
     trains = sorted((rd/"runs"/"parscale_train").iterdir())
-    assert len(trains) == 3
+    assert len(trains) == 4
     tm = {t["P"]: t for t in (json.loads((d/"metrics.json").read_text()) for d in trains)}
-    assert set(tm) == {1, 2, 4} and all(t["status"] == "completed" for t in tm.values())
+    assert set(tm) == {1, 2, 4, 8} and all(t["status"] == "completed" for t in tm.values())
     # P=1 in PEFT mode is the untouched backbone; P>1 trains exactly the prefixes and the aggregator
     assert tm[1]["trainable_params"] == 0 and tm[1]["eval_loss"] == pytest.approx(tm[1]["backbone_eval_loss"], abs=1e-9)
-    for P in (2, 4):
+    for P in (2, 4, 8):
         assert tm[P]["trainable_params"] == tm[P]["parscale_params"] > 0
         assert tm[P]["train_tokens"] == 20 * 8 * 64  # the same token budget for every P
         assert 0 < tm[P]["entropy_ratio"] <= 1 and len(tm[P]["mean_weight"]) == P
     # the summary: the paper's constants reproduced from its own data, and our fit with alpha fixed (one size)
     assert m["paper_pile_k"] == pytest.approx(0.3344, abs=2e-3) and m["paper_stack_v2_python_k"] == pytest.approx(0.3934, abs=2e-3)
     assert m["paper_pile_E"] == pytest.approx(1.2889, abs=2e-3) and m["paper_pile_alpha"] == pytest.approx(0.1964, abs=2e-3)
-    assert m["eval_loss_P1"] == pytest.approx(tm[1]["eval_loss"]) and "ours_k" in m
+    assert m["eval_loss_P1"] == pytest.approx(tm[1]["eval_loss"]) and m["ours_alpha"] == 0.1964 and m["ours_fixed"] == ["alpha"]
+    assert 0 < m["ours_r2"] <= 1 and m["ours_k"] >= 0
     (sd,) = list((rd/"runs"/"parscale_summary").iterdir())
     assert (sd/"loss_vs_P.png").read_bytes()[:4] == b"\x89PNG" and (sd/"fit.png").exists()
     assert (trains[1]/"training.png").exists() or (trains[2]/"training.png").exists()
