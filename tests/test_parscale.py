@@ -26,7 +26,7 @@ def test_multi_p_tiny(tmp_path):
     assert m["paper_pile_k"] == pytest.approx(0.3344, abs=2e-3) and m["paper_stack_v2_python_k"] == pytest.approx(0.3934, abs=2e-3)
     assert m["paper_pile_E"] == pytest.approx(1.2889, abs=2e-3) and m["paper_pile_alpha"] == pytest.approx(0.1964, abs=2e-3)
     assert m["eval_loss_P1"] == pytest.approx(tm[1]["eval_loss"]) and m["ours_alpha"] == 0.1964 and m["ours_fixed"] == ["alpha"]
-    assert 0 < m["ours_r2"] <= 1 and m["ours_k"] >= 0
+    assert m["ours_r2"] <= 1 and m["ours_k"] >= 0  # 20-step runs: the losses need not fall with P, so R^2 may be < 0
     (sd,) = list((rd/"runs"/"parscale_summary").iterdir())
     assert (sd/"loss_vs_P.png").read_bytes()[:4] == b"\x89PNG" and (sd/"fit.png").exists()
     assert (trains[1]/"training.png").exists() or (trains[2]/"training.png").exists()
