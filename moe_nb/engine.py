@@ -37,6 +37,7 @@ class TrainConfig(Config):
     schedule: Literal["cosine", "constant", "wsd", "linear"] = "cosine"
     warmup_steps: int = 0
     decay_fraction: float = 0.2     # wsd: share of steps spent in the final decay
+    decay_shape: Literal["linear", "cosine"] = "linear"  # wsd: shape of the final decay
     min_lr_ratio: float = 0.0       # floor of the decay, as a fraction of lr
     clip_norm: float|None = 1.0     # None: no clipping (the norm is still logged)
     precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on CUDA, fp32 elsewhere
@@ -67,7 +68,8 @@ def lr_factor(step:int, cfg:TrainConfig) -> float:
     if cfg.schedule == "linear": return lo + (1 - lo) * (1 - t)
     start = cfg.steps - max(1, round(cfg.decay_fraction * cfg.steps))
     if step < start: return 1.0
-    return lo + (1 - lo) * (1 - (step - start) / max(1, cfg.steps - start))
+    u = (step - start) / max(1, cfg.steps - start)
+    return lo + (1 - lo) * (0.5 * (1 + math.cos(math.pi * u)) if cfg.decay_shape == "cosine" else 1 - u)
 
 # %% ../nbs/05_engine.ipynb #41df1656
 def count_params(model:nn.Module) -> tuple[int, int]:

@@ -1,0 +1,53 @@
+"End-to-end NEXUS runs through the CLI: online and offline distillation on the tiny GPT-OSS, and bad input."
+import json, subprocess
+import pytest
+from safetensors import safe_open
+
+def moe_nb(*args):
+    return subprocess.run(["moe-nb", *map(str, args)], capture_output=True, text=True, timeout=900)
+
+def only_run(runs):
+    (rd,) = list((runs/"nexus").iterdir())
+    return rd, json.loads((rd/"metrics.json").read_text())
+
+def test_online(tmp_path):
+    r = moe_nb("run", "nexus", "--preset", "smoke", "-p", "k", "4", "--runs-dir", tmp_path, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rd, m = only_run(tmp_path)
+    assert m["status"] == "completed"
+    # distillation brings the converted model back towards the teacher
+    assert m["kl_trained"] < 0.5 * m["kl_untrained"] and m["kl_untrained"] > 0
+    assert m["ppl_trained"] < m["ppl_untrained"] and m["ppl_original"] > 1
+    assert 0 < m["trainable_share"] < 0.05 and "router_drift" not in m
+    choice = json.loads((rd/"expert_choice.json").read_text())
+    assert choice["k"] == 4 and all(len(l["experts"]) == 4 for l in choice["layers"])
+    with safe_open(str(rd/"router_stats.safetensors"), "pt") as f:
+        assert f.metadata()["tokens"] == "4096" and f.get_tensor("probs.0").shape == (4096, 8)
+    cfg = json.loads((rd/"model"/"config.json").read_text())
+    assert cfg["model_type"] == "gpt_oss_nexus" and cfg["shared_expert_init"] == "pca_topK" and cfg["shared_expert_scale"] == 0.2
+    assert isinstance(m["chat_reply"], str)
+    for png in ("router_pca.png", "training.png", "validation.png"): assert (rd/png).read_bytes()[:4] == b"\x89PNG"
+
+def test_offline_router_sfa(tmp_path):
+    r = moe_nb("run", "nexus", "--preset", "smoke", "-p", "mode", "offline", "-p", "train_router", "true", "-p", "aux_weight", "0.01",
+               "-p", "learnable_scale", "true", "-p", "sfa_every", "5", "--runs-dir", tmp_path, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rd, m = only_run(tmp_path)
+    man = json.loads((rd/"teacher"/"manifest.json").read_text())
+    assert man["k"] == 64 and man["seq_len"] == 64 and sum(s["rows"] for s in man["shards"]) == man["n_samples"]
+    assert m["kl_trained"] < m["kl_untrained"]
+    assert len(m["router_drift"]) == 2 and all(0 < d < 2 for d in m["router_drift"])
+    assert len(m["scale_learned"]) == 2 and all(s != 0.2 for s in m["scale_learned"])
+    rows = [json.loads(l) for l in (rd/"metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["sfa_applied"] == 4 and "aux_loss" in rows[-1] and (rd/"sfa_anchor.safetensors").exists()
+
+@pytest.mark.parametrize("param,value,message", [
+    ("model", "tiny-olmoe-random", "this pipeline needs 'gpt_oss'"),
+    ("init", "pca_top8", "unknown initialisation"),
+    ("k", "9", "k=9 is larger than the number of experts (8)"),
+])
+def test_bad_input(tmp_path, param, value, message):
+    r = moe_nb("run", "nexus", "--preset", "smoke", "-p", param, value, "--runs-dir", tmp_path, "--quiet")
+    assert r.returncode == 1 and message in r.stdout, r.stdout + r.stderr
+    rd, m = only_run(tmp_path)
+    assert m["status"] == "failed" and not (rd/"model").exists() and not (rd/"router_stats.safetensors").exists()
