@@ -51,3 +51,21 @@ def test_bad_input(tmp_path, param, value, message):
     assert r.returncode == 1 and message in r.stdout, r.stdout + r.stderr
     rd, m = only_run(tmp_path)
     assert m["status"] == "failed" and not (rd/"model").exists() and not (rd/"router_stats.safetensors").exists()
+
+def test_checkpoint_by_path(tmp_path):
+    "A GPT-OSS checkpoint directory (weights + tokenizer), as a real user brings one; the converted model reloads from its run."
+    from moe_nb.zoo import load_backbone
+    from moe_nb.data import get_tokenizer
+    ck = tmp_path/"gpt-oss-ck"
+    load_backbone("tiny-gpt_oss").save_pretrained(ck); get_tokenizer().save_pretrained(ck)
+    r = moe_nb("run", "nexus", "--preset", "smoke", "-p", "model", ck, "-p", "init", "top1", "-p", "dtype", "float32",
+               "--runs-dir", tmp_path/"runs", "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rd, m = only_run(tmp_path/"runs")
+    assert m["kl_trained"] < m["kl_untrained"]
+    import torch
+    from transformers import AutoModelForCausalLM
+    from moe_nb import shared_expert  # noqa: F401  (registers gpt_oss_nexus with the Auto classes)
+    back = AutoModelForCausalLM.from_pretrained(rd/"model", trust_remote_code=False)
+    assert type(back).__name__ == "GptOssNexusForCausalLM" and back.config.shared_expert_init == "top1"
+    with torch.no_grad(): assert torch.isfinite(back(input_ids=torch.tensor([[1, 2, 3]])).logits).all()
