@@ -141,13 +141,14 @@ class LinearAnneal(Hook):
 
 # %% ../nbs/05_engine.ipynb #667296d8
 class IndexStream:
-    "Deterministic endless sample order: a fresh seeded permutation of `range(n)` per epoch."
-    def __init__(self, n:int, seed:int=0):
+    "Deterministic endless sample order: a fresh seeded permutation of `range(n)` per epoch (or `range(n)` itself)."
+    def __init__(self, n:int, seed:int=0, shuffle:bool=True):
         if n < 1: raise ValueError("the training data is empty")
-        self.n, self.seed, self._cache = n, seed, {}
+        self.n, self.seed, self.shuffle, self._cache = n, seed, shuffle, {}
     def perm(self, epoch:int) -> torch.Tensor:
         if epoch not in self._cache:
-            self._cache = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))}
+            self._cache = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+                           if self.shuffle else torch.arange(self.n)}
         return self._cache[epoch]
     def take(self, start:int, k:int) -> list[int]:
         "Positions `start .. start+k-1` of the stream."
@@ -217,7 +218,7 @@ class Trainer:
         opt = optimizer_fn(groups, cfg) if optimizer_fn else torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
         self.model, self.opt = self.acc.prepare(model, opt)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
-        self.stream = IndexStream(len(train_data), cfg.seed)
+        self.stream = IndexStream(len(train_data), cfg.seed, shuffle=not getattr(train_data, "ordered", False))
         self.step, self.tokens, self.history = 0, 0, []
         self.log = get_logger("moe_nb.engine", self.run_dir if self.is_main else None)
         self.metrics_path = self.run_dir/"metrics.jsonl"

@@ -119,11 +119,15 @@ class MoeNbLM(TemplateLM):
         super().__init__()
         if model is None:
             if pretrained is None: raise ValueError("MoeNbLM needs model= (a module) or pretrained= (a zoo name or checkpoint)")
-            from moe_nb.zoo import load_backbone
-            model = load_backbone(pretrained)
+            if (Path(pretrained)/"polychromatic.json").exists():  # a PolychromaticLM / VanillaLM directory
+                from moe_nb.polychromatic import load_polychromatic
+                model = load_polychromatic(pretrained)
+            else:
+                from moe_nb.zoo import load_backbone
+                model = load_backbone(pretrained)
         if tokenizer is None:
             from moe_nb.data import get_tokenizer
-            tokenizer = get_tokenizer()
+            tokenizer = get_tokenizer(pretrained if pretrained and (Path(pretrained)/"tokenizer_config.json").exists() else None)
         self.model, self.tok = model.eval(), tokenizer
         if device: self.model.to(device)
         self.dev = next(self.model.parameters()).device

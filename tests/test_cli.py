@@ -5,8 +5,10 @@ import nbformat, pytest, yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
-def moe_nb(*args, cwd=None):
-    return subprocess.run(["moe-nb", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=900)
+def moe_nb(*args, cwd=None, env=None):
+    import os
+    return subprocess.run(["moe-nb", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=900,
+                          env={**os.environ, **(env or {})})
 
 def only_run(runs: Path, pipeline: str) -> Path:
     dirs = list((runs/pipeline).iterdir())
@@ -77,9 +79,28 @@ def test_unknown_notebook(tmp_path):
     assert r.returncode == 2 and "notebook 'no_such_pipeline' not found" in r.stderr and "tiny_lm" in r.stderr
 
 def test_demo(tmp_path):
-    r = moe_nb("demo", "--runs-dir", tmp_path/"runs", "--quiet")
+    """`moe-nb demo` runs the demo list of presets.yaml and prints the summary table. Run here on a one-entry list
+    (every demo pipeline is exercised by its own test with a smaller preset; the whole demo takes about 20 minutes)."""
+    import shutil
+    pipes = tmp_path/"pipelines"; pipes.mkdir()
+    shutil.copy(ROOT/"nbs"/"pipelines"/"tiny_lm.ipynb", pipes)
+    (pipes/"presets.yaml").write_text(yaml.safe_dump({"presets": {"tiny_lm": {"demo": {"steps": 40, "docs_per_domain": 60, "seq_len": 64}}},
+                                                      "demo": [{"notebook": "tiny_lm", "preset": "demo"}]}))
+    r = moe_nb("demo", "--runs-dir", tmp_path/"runs", "--quiet", env={"MOE_NB_PIPELINES": str(pipes)})
     assert r.returncode == 0, r.stdout + r.stderr
     table = r.stdout.split("\n\n")[-1]
     assert "pipeline" in table and "tiny_lm" in table and "completed" in table
     m = json.loads((only_run(tmp_path/"runs", "tiny_lm")/"metrics.json").read_text())
     assert m["preset"] == "demo" and m["loss_decreased"]
+
+def test_demo_list_and_presets_are_valid():
+    "Every demo entry names a pipeline and one of its presets, and every preset of every pipeline passes the parameter check."
+    from moe_nb.cli import demo_entries, find_notebook, load_presets, check_params, notebook_params
+    entries = demo_entries()
+    assert {"tiny_lm", "nexus", "parscale_train", "polychromatic_pretrain", "polychromatic_eval"} <= {e["notebook"] for e in entries}
+    for e in entries:
+        assert e["preset"] in load_presets(find_notebook(e["notebook"])), e
+    for nb in sorted((ROOT/"nbs"/"pipelines").glob("*.ipynb")):
+        spec = notebook_params(nb)
+        for name, values in load_presets(nb).items():
+            check_params(nb, values, spec, where=f"preset {name!r}")

@@ -22,4 +22,5 @@ echo "== nbdev-test"
 nbdev-test --n-workers 2
 
 echo "== pytest"
-python -m pytest -q -p no:cacheprovider "$@"
+# two workers: most tests drive notebooks through papermill, whose kernel start-up and imports are single-threaded
+python -m pytest -q -p no:cacheprovider -n 2 --durations=15 "$@"
