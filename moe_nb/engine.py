@@ -22,7 +22,7 @@ from .core import (Config, ConfigError, get_device, get_dtype, precision_name,
 # %% auto #0
 __all__ = ['TrainConfig', 'lr_factor', 'count_params', 'set_trainable', 'param_groups', 'add_lora', 'model_loss', 'Hook',
            'LinearAnneal', 'IndexStream', 'default_collate', 'latest_checkpoint', 'NonFiniteLossError', 'Trainer',
-           'save_checkpoint', 'load_checkpoint', 'evaluate', 'fit']
+           'save_checkpoint', 'load_checkpoint', 'evaluate', 'fit', 'launch_module']
 
 # %% ../nbs/05_engine.ipynb #141def16
 @dataclass
@@ -377,3 +377,20 @@ def fit(self:Trainer, resume:str|Path|bool|None="auto") -> list[dict]:
     if cfg.tracker != "none": acc.end_training()
     return self.history
 Trainer.fit = fit
+
+# %% ../nbs/05_engine.ipynb #83738cbe
+def launch_module(module:str, # a module with a `python -m MODULE JOB.json` entry point, e.g. "moe_nb.sft"
+                  job_file:str|Path, num_processes:int=2,
+                  accelerate_config:str|Path|None=None, # an accelerate config file (DeepSpeed, FSDP); None: torch.distributed.run
+                  env:dict|None=None, timeout:float|None=None, what:str="job"):
+    "Run `python -m module job_file` in `num_processes` processes; raise with the launcher's stderr if it fails."
+    import os, subprocess, sys
+    if accelerate_config:
+        if not Path(accelerate_config).exists(): raise FileNotFoundError(f"accelerate_config={accelerate_config}: no such file")
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
+               "--num_processes", str(num_processes), "-m", module, str(job_file)]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(num_processes), "-m", module, str(job_file)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+    if r.returncode != 0: raise RuntimeError(f"{what} in {num_processes} processes failed ({' '.join(cmd)}):\n{r.stderr[-4000:]}")
+    return r

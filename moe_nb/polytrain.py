@@ -6,7 +6,7 @@ Docs: https://moe-nb.github.io/moe_nb/polytrain.html.md"""
 
 # %% ../nbs/32_polytrain.ipynb #fd994d3f
 from __future__ import annotations
-import math, os, subprocess, sys, time
+import math, subprocess, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from torch import nn
 
 from .core import Config, ConfigError, save_json, load_json
 from .data import DataError, get_tokenizer, encode_chat, collate, embedded_instructions, load_records
-from .engine import Trainer, TrainConfig
+from .engine import Trainer, TrainConfig, launch_module
 from .tokens import SEED_MIX, MixSchedule, MixedTokens, tokenize_sources, open_blocks
 from .polyglu import ACTIVATIONS, PolyGLU, TauAnneal
 from .polychromatic import PolychromaticLM, VanillaLM, poly_config, save_polychromatic, load_polychromatic
@@ -127,15 +127,7 @@ def launch_job(kind:str, cfg:Config, run_dir:str|Path, num_processes:int=2, acce
     if kind not in JOBS: raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(JOBS)}")
     jf = Path(run_dir)/f"{kind}_job.json"
     save_json({"kind": kind, "run_dir": str(run_dir), "config": cfg.to_dict()}, jf)
-    if accelerate_config:
-        if not Path(accelerate_config).exists(): raise FileNotFoundError(f"accelerate_config={accelerate_config}: no such file")
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
-               "--num_processes", str(num_processes), "-m", "moe_nb.polytrain", str(jf)]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(num_processes), "-m", "moe_nb.polytrain", str(jf)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
-    if r.returncode != 0: raise RuntimeError(f"{kind} in {num_processes} processes failed ({' '.join(cmd)}):\n{r.stderr[-4000:]}")
-    return r
+    return launch_module("moe_nb.polytrain", jf, num_processes, accelerate_config, env, timeout, what=kind)
 
 def main(argv:list[str]|None=None):
     "`python -m moe_nb.polytrain JOB.json`: run one job (under a distributed launcher)."

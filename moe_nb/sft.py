@@ -15,7 +15,7 @@ from torch import nn
 
 from .core import Config, ConfigError, seed_everything, atomic_dir, atomic_open, save_json, load_json
 from .data import DataError, load_records, encode_chat, collate
-from .engine import Trainer, TrainConfig, add_lora
+from .engine import Trainer, TrainConfig, add_lora, launch_module
 
 # %% auto #0
 __all__ = ['LORA_TARGETS', 'ROW_KEYS', 'read_selected', 'SftConfig', 'encode_sft', 'sft_steps', 'finetune', 'save_adapter',
@@ -163,16 +163,7 @@ def launch_finetune(job:dict, num_processes:int=2, accelerate_config:str|Path|No
     "Run `job` in `num_processes` processes (torch.distributed.run), or by `accelerate launch` with a config file."
     jf = Path(job["run_dir"])/"sft_job.json"
     save_json(job, jf)
-    if accelerate_config:
-        if not Path(accelerate_config).exists(): raise FileNotFoundError(f"accelerate_config={accelerate_config}: no such file")
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
-               "--num_processes", str(num_processes), "-m", "moe_nb.sft", str(jf)]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(num_processes),
-               "-m", "moe_nb.sft", str(jf)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
-    if r.returncode != 0: raise RuntimeError(f"fine-tuning in {num_processes} processes failed ({' '.join(cmd)}):\n{r.stderr[-4000:]}")
-    return r
+    return launch_module("moe_nb.sft", jf, num_processes, accelerate_config, env, timeout, what="fine-tuning")
 
 def main(argv:list[str]|None=None):
     "`python -m moe_nb.sft JOB.json`: run one fine-tuning job (under a distributed launcher)."
