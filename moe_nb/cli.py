@@ -14,8 +14,8 @@ import yaml
 from .core import make_run_dir, update_metrics, load_json, utc_stamp, get_logger
 
 # %% auto #0
-__all__ = ['CliError', 'pipelines_dir', 'find_notebook', 'load_presets', 'notebook_params', 'check_params', 'run_notebook',
-           'list_runs', 'format_table', 'runs_table', 'demo_entries', 'main']
+__all__ = ['MODEL_MODULES', 'CliError', 'pipelines_dir', 'find_notebook', 'load_presets', 'notebook_params', 'check_params',
+           'run_notebook', 'list_runs', 'format_table', 'runs_table', 'demo_entries', 'main', 'lm_eval_cli']
 
 # %% ../nbs/90_cli.ipynb #2a3bd5cb
 class CliError(Exception):
@@ -169,6 +169,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("pipelines", help="list pipeline notebooks and their presets")
     d = sub.add_parser("demo", help="run every demo pipeline on the embedded default")
     d.add_argument("--runs-dir", default="runs"); d.add_argument("--quiet", action="store_true")
+    e = sub.add_parser("lm-eval", help="lm-eval's command line, with moe_nb's models registered", add_help=False)
+    e.add_argument("args", nargs=argparse.REMAINDER, help="lm-eval's arguments, e.g. run --model hf --model_args pretrained=DIR --tasks T")
     return ap
 
 def _report(run_dir:Path, m:dict) -> str:
@@ -180,6 +182,8 @@ def _report(run_dir:Path, m:dict) -> str:
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `moe-nb` command."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lm-eval"]: return lm_eval_cli(argv[1:])  # every other argument is lm-eval's, --help included
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "run":
@@ -209,4 +213,21 @@ def main(argv:list[str]|None=None) -> int:
             return 0 if all(r["status"] == "completed" for r in rows) else 1
     except CliError as e:
         print(f"moe-nb: error: {e}", file=sys.stderr); return 2
+    return 0
+
+# %% ../nbs/90_cli.ipynb #923dfc75
+MODEL_MODULES = ("moe_nb.select_moe", "moe_nb.shared_expert", "moe_nb.parscale", "moe_nb.eval")  # importing them registers the models
+
+def lm_eval_cli(argv:list[str]) -> int:
+    "Run lm-eval's command line with `argv` after registering moe_nb's model classes."
+    import importlib
+    for m in MODEL_MODULES: importlib.import_module(m)
+    from lm_eval.__main__ import cli_evaluate
+    old = sys.argv
+    sys.argv = ["lm_eval", *argv]
+    try: cli_evaluate()
+    except SystemExit as e: return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Exception as e:  # lm-eval reports bad arguments (an unknown task or model) as exceptions
+        print(f"moe-nb lm-eval: {type(e).__name__}: {e}", file=sys.stderr); return 1
+    finally: sys.argv = old
     return 0

@@ -16,12 +16,13 @@ import torch
 from torch import nn
 
 from .core import atomic_open, save_json, load_json, save_tensors, load_tensors
-from .data import causal_lm_loss
+from .data import causal_lm_loss, corpus_blocks, load_records, pack_tokens
 from .engine import Hook
+from .shared_expert import chat
 
 # %% auto #0
 __all__ = ['KL_KINDS', 'FORMAT', 'distill_loss', 'DistillLoss', 'precompute_teacher', 'merge_teacher_shards', 'TeacherShards',
-           'SFA', 'distill_eval', 'router_drift', 'plot_metrics']
+           'SFA', 'distill_eval', 'router_drift', 'nexus_blocks', 'validate_nexus', 'plot_metrics']
 
 # %% ../nbs/21_distill.ipynb #a2a680f0
 KL_KINDS = ("forward", "reverse", "mix")
@@ -294,6 +295,29 @@ def router_drift(before, after) -> list[float]:
     if before.tokens != after.tokens or len(before.probs) != len(after.probs):
         raise ValueError(f"router statistics over different tokens or layers ({before.tokens} vs {after.tokens} tokens)")
     return [(a.float() - b.float()).abs().sum(-1).mean().item() for a, b in zip(before.probs, after.probs)]
+
+# %% ../nbs/21_distill.ipynb #b08280ba
+def nexus_blocks(tok, data:str="embedded", # "embedded", or a text/messages JSONL file, directory or datasets name
+                 docs_per_domain:int=300, seq_len:int=128, n_eval:int=64, train_corpus_seed:int=1) -> tuple[torch.Tensor, torch.Tensor]:
+    "(train, held-out) token blocks of a NEXUS run."
+    if data == "embedded":
+        _, val = corpus_blocks(tok, docs_per_domain, seq_len, n_eval=n_eval, seed=0, corpus_seed=0)  # the tiny model's held-out blocks
+        train, _ = corpus_blocks(tok, docs_per_domain, seq_len, n_eval=n_eval, seed=0, corpus_seed=train_corpus_seed)
+        return train, val
+    recs = load_records(data)
+    blocks = pack_tokens([r["text"] if "text" in r else "\n".join(m["content"] for m in r["messages"]) for r in recs], tok, seq_len)
+    if not 0 < n_eval < len(blocks): raise ValueError(f"data={data!r} gives {len(blocks)} blocks of {seq_len} tokens; n_eval={n_eval} must be fewer")
+    return blocks[n_eval:], blocks[:n_eval]
+
+def validate_nexus(model:nn.Module, baseline:nn.Module, blocks:torch.Tensor, # held-out (N, T) token blocks
+                   tok=None, chat_prompt:str="", batch_size:int=8, max_new_tokens:int=24) -> dict:
+    "Held-out perplexity of `model` and `baseline`, the KL of `model` to `baseline`, and `model`'s reply to `chat_prompt`."
+    ev, ev_b = distill_eval(model, baseline, blocks, batch_size), distill_eval(baseline, None, blocks, batch_size)
+    out = {"ppl": ev["ppl"], "nll": ev["nll"], "kl": ev["kl"], "ppl_baseline": ev_b["ppl"], "nll_baseline": ev_b["nll"]}
+    if chat_prompt:
+        if tok is None: raise ValueError("validate_nexus: a chat_prompt needs the tokenizer (tok=)")
+        out["chat_reply"] = chat(model, tok, chat_prompt, max_new_tokens=max_new_tokens)
+    return out
 
 # %% ../nbs/21_distill.ipynb #2232075b
 def plot_metrics(path:str|Path, # a metrics.jsonl (or the run directory holding it)

@@ -6,7 +6,7 @@ Docs: https://moe-nb.github.io/moe_nb/engine.html.md"""
 
 # %% ../nbs/05_engine.ipynb #546da02b
 from __future__ import annotations
-import json, math, random, re, shutil, tempfile, time
+import importlib.util, json, math, os, random, re, shutil, tempfile, time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +20,13 @@ from .core import (Config, ConfigError, get_device, get_dtype, precision_name,
                          save_tensors, load_tensors, save_json, load_json, atomic_open, get_logger)
 
 # %% auto #0
-__all__ = ['TrainConfig', 'lr_factor', 'count_params', 'set_trainable', 'param_groups', 'add_lora', 'model_loss', 'Hook',
-           'LinearAnneal', 'IndexStream', 'default_collate', 'latest_checkpoint', 'NonFiniteLossError', 'Trainer',
-           'save_checkpoint', 'load_checkpoint', 'evaluate', 'fit', 'launch_module']
+__all__ = ['TRACKERS', 'TrainConfig', 'lr_factor', 'count_params', 'set_trainable', 'param_groups', 'add_lora', 'model_loss',
+           'Hook', 'LinearAnneal', 'IndexStream', 'default_collate', 'latest_checkpoint', 'NonFiniteLossError',
+           'Trainer', 'save_checkpoint', 'load_checkpoint', 'evaluate', 'fit', 'read_tracker_log', 'launch_module']
 
 # %% ../nbs/05_engine.ipynb #141def16
+TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}  # tracker -> the package it needs
+
 @dataclass
 class TrainConfig(Config):
     "Settings of `Trainer`."
@@ -48,7 +50,7 @@ class TrainConfig(Config):
     keep_checkpoints: int = 2
     save_frozen: bool = False       # also store frozen parameters in checkpoints
     nan_guard: bool = True
-    tracker: Literal["none", "tensorboard", "wandb", "trackio"] = "tensorboard"
+    tracker: Literal["none", "tensorboard", "wandb", "trackio"] = "tensorboard"  # wandb runs offline unless WANDB_MODE says otherwise
     progress: bool = True
     cpu: bool = False               # force the CPU even when a GPU is present
     def __post_init__(self):
@@ -56,6 +58,11 @@ class TrainConfig(Config):
             if getattr(self, k) < 1: raise ConfigError(f"parameter {k!r} must be >= 1, got {getattr(self, k)}")
         if self.lr <= 0: raise ConfigError(f"parameter 'lr' must be > 0, got {self.lr}")
         if not 0 <= self.warmup_steps <= self.steps: raise ConfigError(f"parameter 'warmup_steps' must be in [0, steps={self.steps}], got {self.warmup_steps}")
+        if self.tracker not in TRACKERS: raise ConfigError(f"parameter 'tracker' must be one of {list(TRACKERS)}, got {self.tracker!r}")
+        pkg = TRACKERS[self.tracker]
+        if pkg and importlib.util.find_spec(pkg) is None:
+            raise ConfigError(f"parameter 'tracker' is {self.tracker!r}, but the {pkg} package is not installed: pip install {pkg} "
+                              f"(or moe-nb[trackers]), or choose tracker 'tensorboard' or 'none'")
 
 # %% ../nbs/05_engine.ipynb #748eef69
 def lr_factor(step:int, cfg:TrainConfig) -> float:
@@ -325,13 +332,15 @@ def fit(self:Trainer, resume:str|Path|bool|None="auto") -> list[dict]:
     cfg, acc = self.cfg, self.acc
     ck = latest_checkpoint(self.run_dir) if resume == "auto" else (Path(resume) if resume else None)
     if ck is not None: self.load_checkpoint(ck)
-    if cfg.tracker != "none": acc.init_trackers(self.run_dir.name, config={k: str(v) for k, v in cfg.to_dict().items()})
+    if cfg.tracker != "none":
+        kw = {"wandb": {"dir": str(self.run_dir), "mode": os.environ.get("WANDB_MODE", "offline")}} if cfg.tracker == "wandb" else {}
+        acc.init_trackers(self.run_dir.name, config={k: str(v) for k, v in cfg.to_dict().items()}, init_kwargs=kw)
     self.log.info(f"training {self.n_trainable:,} of {self.n_total:,} parameters ({100 * self.n_trainable / max(1, self.n_total):.2f}%) "
                   f"on {acc.num_processes} x {acc.device}, precision {acc.mixed_precision}")
     bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.is_main), desc="train", dynamic_ncols=True)
     params = [p for p in self.model.parameters() if p.requires_grad]
     self.model.train()
-    t_last, tok_last, sums, n_sum = time.time(), self.tokens, {}, 0
+    t_last, tok_last, sums, counts = time.time(), self.tokens, {}, {}
     while self.step < cfg.steps:
         step = self.step
         for h in self.hooks: h.on_step_start(self, step)
@@ -357,26 +366,71 @@ def fit(self:Trainer, resume:str|Path|bool|None="auto") -> list[dict]:
         self.step += 1
         logs = {"step": self.step, **terms, "lr": lr, "grad_norm": gn, "tokens": self.tokens}
         for h in self.hooks: h.on_step_end(self, self.step, logs)
-        for n, v in logs.items():
-            if n not in ("step", "tokens") and isinstance(v, (int, float)): sums[n] = sums.get(n, 0.0) + v
-        n_sum += 1
+        for n, v in logs.items():  # a value is averaged over the steps that logged it, not over the whole window
+            if n not in ("step", "tokens") and isinstance(v, (int, float)): sums[n], counts[n] = sums.get(n, 0.0) + v, counts.get(n, 0) + 1
         last = self.step == cfg.steps
         if self.step % cfg.log_every == 0 or last:
             dt = time.time() - t_last
-            row = {"step": self.step, **{n: v / n_sum for n, v in sums.items()}, "tokens": self.tokens,
+            row = {"step": self.step, **{n: v / counts[n] for n, v in sums.items()}, "tokens": self.tokens,
                    "tokens_per_s": (self.tokens - tok_last) / max(dt, 1e-9)}
             if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                 row.update(self.evaluate())
                 self.log.info(f"step {self.step}: " + " ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("step", "tokens")))
             _write_metrics(self, row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-            t_last, tok_last, sums, n_sum = time.time(), self.tokens, {}, 0
+            t_last, tok_last, sums, counts = time.time(), self.tokens, {}, {}
         if (cfg.save_every and self.step % cfg.save_every == 0) or last: self.save_checkpoint()
         bar.update(1)
     bar.close()
     if cfg.tracker != "none": acc.end_training()
     return self.history
 Trainer.fit = fit
+
+# %% ../nbs/05_engine.ipynb #76c65daf
+def _tensorboard_rows(run_dir:Path) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    rows = {}
+    for f in sorted(run_dir.rglob("events.out.tfevents*")):
+        ea = EventAccumulator(str(f)); ea.Reload()
+        for tag in ea.Tags()["scalars"]:
+            for e in ea.Scalars(tag): rows.setdefault(e.step, {})[tag] = e.value
+    return rows
+
+def _wandb_rows(run_dir:Path) -> dict:
+    "History rows of the newest W&B transaction log (`run-*.wandb`: a LevelDB-style log of protobuf records) under `run_dir`."
+    import struct
+    from wandb.proto import wandb_internal_pb2 as pb
+    logs = sorted(run_dir.rglob("run-*.wandb"), key=lambda p: p.stat().st_mtime)
+    if not logs: raise FileNotFoundError(f"{run_dir}: no W&B run log (run-*.wandb)")
+    data, pos, block, chunks, part = logs[-1].read_bytes(), 7, 32768, [], b""
+    if data[:4] != b":W&B": raise ValueError(f"{logs[-1]}: not a W&B transaction log")
+    while pos + 7 <= len(data):
+        if block - pos % block < 7: pos += block - pos % block; continue   # a block's zero-padded tail
+        _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0: pos += block - pos % block; continue
+        part = data[pos + 7:pos + 7 + n] if kind in (1, 2) else part + data[pos + 7:pos + 7 + n]
+        if kind in (1, 4): chunks.append(part)                              # full record, or the last piece of one
+        pos += 7 + n
+    rows = {}
+    for c in chunks:
+        r = pb.Record(); r.ParseFromString(c)
+        if r.WhichOneof("record_type") != "history": continue
+        vals = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+        rows.setdefault(int(vals.pop("_step")), {}).update({k: v for k, v in vals.items() if not k.startswith("_")})
+    return rows
+
+def _trackio_rows(run_dir:Path) -> dict:
+    import sqlite3
+    from trackio.utils import TRACKIO_DIR
+    db = Path(TRACKIO_DIR)/f"{run_dir.name}.db"
+    if not db.exists(): raise FileNotFoundError(f"{db}: no trackio project for run {run_dir.name}")
+    with sqlite3.connect(db) as con: return {s: json.loads(m) for s, m in con.execute("select step, metrics from metrics order by id")}
+
+def read_tracker_log(run_dir:str|Path, tracker:str) -> list[dict]:
+    "The rows `tracker` recorded for the run in `run_dir`: `[{'step': s, name: value, ...}]` in step order."
+    read = {"tensorboard": _tensorboard_rows, "wandb": _wandb_rows, "trackio": _trackio_rows}.get(tracker)
+    if read is None: raise ValueError(f"tracker={tracker!r}: expected one of {sorted(TRACKERS)[1:]}")
+    return [{"step": s, **v} for s, v in sorted(read(Path(run_dir)).items())]
 
 # %% ../nbs/05_engine.ipynb #83738cbe
 def launch_module(module:str, # a module with a `python -m MODULE JOB.json` entry point, e.g. "moe_nb.sft"

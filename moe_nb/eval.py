@@ -6,7 +6,8 @@ Docs: https://moe-nb.github.io/moe_nb/eval.html.md"""
 
 # %% ../nbs/06_eval.ipynb #971b9e60
 from __future__ import annotations
-import json, math, os
+import json, math, os, sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -16,8 +17,8 @@ from torch import nn
 from .core import save_jsonl, save_json, atomic_open
 
 # %% auto #0
-__all__ = ['LOCAL_TASKS', 'token_nll', 'perplexity', 'write_mc_task', 'write_answer_task', 'embedded_tasks', 'check_tasks',
-           'MoeNbLM', 'results_table', 'run_lm_eval', 'make_hflm']
+__all__ = ['LOCAL_TASKS', 'token_nll', 'perplexity', 'write_mc_task', 'write_answer_task', 'embedded_tasks', 'hub_offline',
+           'local_task_names', 'check_tasks', 'MoeNbLM', 'results_table', 'run_lm_eval', 'make_hflm']
 
 # %% ../nbs/06_eval.ipynb #d2a059d9
 def _logits(model, ids:torch.Tensor) -> torch.Tensor:
@@ -94,12 +95,33 @@ def embedded_tasks(out_dir:str|Path, n:int=300, seed:int=10_000) -> Path:
 
 LOCAL_TASKS = ("moe_nb_heldout", "moe_nb_answers")
 
+_OFFLINE = (("HF_HUB_OFFLINE", "huggingface_hub.constants"), ("HF_DATASETS_OFFLINE", "datasets.config"))
+
+@contextmanager
+def hub_offline(on:bool=True):
+    "Within the block the Hub and `datasets` make no network call (the variables and the imported modules' flags); restored after."
+    if not on: yield; return
+    env = {k: os.environ.get(k) for k, _ in _OFFLINE}
+    flags = {k: getattr(sys.modules[m], k) for k, m in _OFFLINE if m in sys.modules}
+    os.environ.update({k: "1" for k, _ in _OFFLINE})
+    for k, m in _OFFLINE:
+        if m in sys.modules: setattr(sys.modules[m], k, True)
+    try: yield
+    finally:
+        for k, m in _OFFLINE:
+            if env[k] is None: os.environ.pop(k, None)
+            else: os.environ[k] = env[k]
+            if m in sys.modules: setattr(sys.modules[m], k, flags.get(k, (env[k] or "").upper() in ("1", "ON", "YES", "TRUE")))
+
+def local_task_names(task_dirs:list[str|Path]=()) -> set[str]:
+    "Names of the task YAML files in `task_dirs`."
+    return {Path(p).stem for d in task_dirs for p in Path(d).glob("*.yaml")}
+
 def check_tasks(tasks:list[str], task_dirs:list[str|Path]=()):
     "lm-eval's `TaskManager` over the installed and local tasks, after checking that every name in `tasks` is known."
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1"); os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lm_eval.tasks import TaskManager
     if isinstance(tasks, str) or not tasks: raise ValueError(f"tasks={tasks!r}: expected a non-empty list of task names")
-    local = {Path(p).stem for d in task_dirs for p in Path(d).glob("*.yaml")}
+    local = local_task_names(task_dirs)
     # local tasks only: skip indexing the thousands of installed task files (~3 s)
     tm = TaskManager(include_path=[str(d) for d in task_dirs] or None, include_defaults=not set(tasks) <= local)
     unknown = [t for t in tasks if t not in tm.all_tasks]
@@ -110,6 +132,7 @@ def check_tasks(tasks:list[str], task_dirs:list[str|Path]=()):
 # %% ../nbs/06_eval.ipynb #34294887
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
+import lm_eval.models  # noqa: F401  (lm-eval's own models first: its registry loads them only while it is empty)
 
 @register_model("moe_nb")
 class MoeNbLM(TemplateLM):
@@ -169,10 +192,12 @@ class MoeNbLM(TemplateLM):
         for ctx, gen_kwargs in [r.args for r in requests]:
             until = gen_kwargs.get("until", []) or []
             until = [until] if isinstance(until, str) else list(until)
-            ids = self.tok_encode(ctx)[-self.max_length:]
+            n_new = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
+            if not 0 < n_new < self.max_length: raise ValueError(f"max_gen_toks={n_new}: expected 1 .. max_length - 1 = {self.max_length - 1}")
+            ids = self.tok_encode(ctx)[-(self.max_length - n_new):]  # lm-eval's rule: keep the last max_length - max_gen_toks tokens
             new = []
-            for _ in range(int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))):
-                nxt = int(_logits(self.model, torch.tensor([ids + new][-self.max_length:], device=self.dev))[0, -1].argmax())
+            for _ in range(n_new):
+                nxt = int(_logits(self.model, torch.tensor([ids + new], device=self.dev))[0, -1].argmax())  # never over max_length
                 if nxt == self.eot_token_id: break
                 new.append(nxt)
                 text = self.tok.decode(new)
@@ -206,8 +231,9 @@ def run_lm_eval(model, tasks:list[str], tokenizer=None, task_dirs:list[str|Path]
             lm = make_hflm(model, tokenizer, batch_size, device, max_length, peft)
         else: lm = MoeNbLM(model, tokenizer, batch_size=batch_size, max_length=max_length)
     else: lm = model
-    res = simple_evaluate(model=lm, tasks=list(tasks), task_manager=tm, limit=limit, num_fewshot=num_fewshot,
-                          log_samples=False, bootstrap_iters=1000)
+    with hub_offline(set(tasks) <= local_task_names(task_dirs)):  # local tasks need no network; hub tasks may
+        res = simple_evaluate(model=lm, tasks=list(tasks), task_manager=tm, limit=limit, num_fewshot=num_fewshot,
+                              log_samples=False, bootstrap_iters=1000)
     out = {"results": res["results"], "versions": res.get("versions", {}), "n-samples": res.get("n-samples", {}),
            "config": {k: str(v) for k, v in res.get("config", {}).items()}}
     if run_dir:

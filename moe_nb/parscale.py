@@ -16,8 +16,10 @@ from huggingface_hub.dataclasses import strict
 from transformers import Qwen2Config, AutoConfig, AutoModel, AutoModelForCausalLM
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.masking_utils import find_packed_sequence_indices
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2ForCausalLM, Qwen2PreTrainedModel, Qwen2Attention
+from transformers.utils import can_return_tuple
 
 from .engine import Hook
 
@@ -47,17 +49,23 @@ def _per_stream(t:torch.Tensor, P:int, fn) -> torch.Tensor:
 
 class ParScaleLayer(DynamicLayer):
     "A `DynamicLayer` whose first `n` positions hold the P streams' prefix keys and values (stream-major batch)."
-    def __init__(self, prefix_k:torch.Tensor, prefix_v:torch.Tensor):
+    def __init__(self, prefix_k:torch.Tensor, prefix_v:torch.Tensor, # (P, H_kv, n, D) each
+                 store:bool=True): # False: read-only, `update` returns prefix + new keys and keeps nothing
         super().__init__()
-        self.prefix_k, self.prefix_v = prefix_k, prefix_v
+        self.prefix_k, self.prefix_v, self.store = prefix_k, prefix_v, store
         self.P, self.n = prefix_k.shape[0], prefix_k.shape[2]
-    def lazy_initialization(self, key_states, value_states):
+    def _prefix(self, key_states, value_states):  # (P*B, H_kv, n, D) each: stream p in rows p*B..p*B+B-1
         if key_states.shape[0] % self.P: raise ValueError(f"batch of {key_states.shape[0]} rows is not P={self.P} streams of equal size")
         B = key_states.shape[0] // self.P
+        return self.prefix_k.to(key_states).repeat_interleave(B, 0), self.prefix_v.to(value_states).repeat_interleave(B, 0)
+    def lazy_initialization(self, key_states, value_states):
         self.dtype, self.device = key_states.dtype, key_states.device
-        self.keys = self.prefix_k.to(key_states).repeat_interleave(B, 0)    # (P*B, Hkv, n, D): stream p in rows p*B..p*B+B-1
-        self.values = self.prefix_v.to(value_states).repeat_interleave(B, 0)
+        self.keys, self.values = self._prefix(key_states, value_states)
         self.is_initialized = True
+    def update(self, key_states, value_states, *args, **kwargs):
+        if self.store: return super().update(key_states, value_states, *args, **kwargs)
+        pk, pv = self._prefix(key_states, value_states)
+        return torch.cat([pk, key_states], -2), torch.cat([pv, value_states], -2)
     def get_seq_length(self) -> int: return self.keys.shape[-2] - self.n if self.is_initialized else 0
     def get_mask_sizes(self, query_length:int) -> tuple[int, int]: return self.get_seq_length() + query_length, 0
     def crop(self, tokens_to_remove:int):
@@ -71,8 +79,8 @@ class ParScaleLayer(DynamicLayer):
 
 class ParScaleCache(DynamicCache):
     "The KV cache of a ParScale model: each layer starts with its prefix, repeated to P*B rows on first use."
-    def __init__(self, prefix_k:list[torch.Tensor], prefix_v:list[torch.Tensor]):
-        Cache.__init__(self, layers=[ParScaleLayer(k, v) for k, v in zip(prefix_k, prefix_v)])
+    def __init__(self, prefix_k:list[torch.Tensor], prefix_v:list[torch.Tensor], store:bool=True):
+        Cache.__init__(self, layers=[ParScaleLayer(k, v, store) for k, v in zip(prefix_k, prefix_v)])
     @property
     def parscale_n(self) -> int: return self.layers[0].P
     @property
@@ -88,6 +96,8 @@ class Qwen2ParScaleModel(Qwen2Model):
     "Stock `Qwen2Model` run as P streams: per-layer KV prefixes and a softmax aggregator (official parameter names)."
     config_class = Qwen2ParScaleConfig
     _init_weights = _init_parscale
+    # what P > 1 supports, declared: our 4-D masks and Python-side cache logic rule out flash/flex attention and fullgraph compile
+    _supports_flash_attn = _supports_flex_attn = _supports_attention_backend = _can_compile_fullgraph = False
     def __init__(self, config:Qwen2ParScaleConfig):
         super().__init__(config)
         P, n, h = config.parscale_n, config.parscale_n_tokens, config.hidden_size
@@ -97,26 +107,34 @@ class Qwen2ParScaleModel(Qwen2Model):
                 layer.self_attn.prefix_k = nn.Parameter(torch.empty(P, config.num_key_value_heads, n, hd))
                 layer.self_attn.prefix_v = nn.Parameter(torch.empty(P, config.num_key_value_heads, n, hd))
                 layer.self_attn.__dict__.pop("_is_hf_initialized", None)  # initialise the new prefixes in post_init
+                layer._can_checkpoint_with_cache = True  # training caches are read-only: recomputing a layer reads the same keys
             self.aggregate_layer = nn.Sequential(nn.Linear(P * h, h), nn.SiLU(), nn.Linear(h, P))
             self.post_init()
 
-    def new_cache(self) -> ParScaleCache:
-        "An empty cache holding this model's prefixes."
-        return ParScaleCache([l.self_attn.prefix_k for l in self.layers], [l.self_attn.prefix_v for l in self.layers])
+    def new_cache(self, store:bool=True) -> ParScaleCache:
+        "An empty cache holding this model's prefixes (read-only if not `store`)."
+        return ParScaleCache([l.self_attn.prefix_k for l in self.layers], [l.self_attn.prefix_v for l in self.layers], store)
 
-    def stream_mask(self, attention_mask, B:int, T:int, past:int, dtype, device):
-        "Mask over (prefix, past, new) keys: the prefix is visible to every query, the rest causal and padding-aware."
-        P, n, L = self.config.parscale_n, self.config.parscale_n_tokens, past + T
+    def stream_masks(self, attention_mask, position_ids, B:int, T:int, past:int, dtype, device) -> dict:
+        "Per layer type, the mask (B or 1, 1, T, n + past + T) over (prefix, past, new) keys, repeated to the P streams."
+        P, n, L, cfg = self.config.parscale_n, self.config.parscale_n_tokens, past + T, self.config
         if attention_mask is not None and tuple(attention_mask.shape) != (B, L):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected (batch, cached + new tokens) = {(B, L)}")
-        if attention_mask is None and T == 1: return None
-        m = torch.arange(L, device=device)[None, :] <= torch.arange(past, L, device=device)[:, None]
-        m = torch.cat([m.new_ones(T, n), m], 1)[None, None]
-        if attention_mask is not None:
-            m = (m & torch.cat([m.new_ones(B, n), attention_mask.bool()], 1)[:, None, None, :]).repeat(P, 1, 1, 1)
-        if self.config._attn_implementation == "eager":
-            m = torch.zeros(m.shape, dtype=dtype, device=device).masked_fill(~m, torch.finfo(dtype).min)
-        return m
+        q, k = torch.arange(past, L, device=device)[:, None], torch.arange(L, device=device)[None, :]
+        m = (k <= q)[None]                                                    # (1, T, L): causal
+        if attention_mask is not None: m = m & attention_mask.bool()[:, None, :]  # (B, T, L): padding
+        elif past == 0 and position_ids is not None:                          # packed documents, found as stock Qwen2 finds them
+            docs = find_packed_sequence_indices(position_ids)
+            if docs is not None: m = m & (docs[:, :, None] == docs[:, None, :])
+        out = {}
+        for kind in set(cfg.layer_types):
+            if kind == "full_attention" and m.shape[0] == 1 and T == 1: out[kind] = None; continue  # one query sees every key
+            mk = m & (k > q - cfg.sliding_window)[None] if kind == "sliding_attention" else m
+            mk = torch.cat([mk.new_ones(mk.shape[0], T, n), mk], -1)[:, None]   # the prefix is visible to every query
+            if mk.shape[0] > 1: mk = mk.repeat(P, 1, 1, 1)                     # stream-major rows
+            if cfg._attn_implementation == "eager": mk = torch.zeros(mk.shape, dtype=dtype, device=device).masked_fill(~mk, torch.finfo(dtype).min)
+            out[kind] = mk
+        return out
 
     def aggregate_weights(self, h:torch.Tensor) -> torch.Tensor:
         "Aggregation weights (B, T, P) in float32 from the streams' final hidden states h (P*B, T, H)."
@@ -127,7 +145,8 @@ class Qwen2ParScaleModel(Qwen2Model):
         eps = self.config.parscale_attn_smooth
         return w * (1 - eps) + eps / P if eps else w
 
-    def streams(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None, **kwargs):
+    def streams(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None,
+                use_cache:bool=True, **kwargs):
         "Run the P streams; return the backbone output with per-stream final hidden states (P*B, T, H) and the cache."
         P = self.config.parscale_n
         if self.config._attn_implementation not in ("sdpa", "eager"):
@@ -135,28 +154,35 @@ class Qwen2ParScaleModel(Qwen2Model):
         if (input_ids is None) == (inputs_embeds is None): raise ValueError("specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None: inputs_embeds = self.embed_tokens(input_ids)
         B, T = inputs_embeds.shape[:2]
+        checkpointing = self.gradient_checkpointing and self.training
         cache = past_key_values
-        if cache is None or (not isinstance(cache, ParScaleCache) and cache.get_seq_length() == 0): cache = self.new_cache()
+        if cache is None or (not isinstance(cache, ParScaleCache) and cache.get_seq_length() == 0):
+            cache = self.new_cache(store=use_cache and not checkpointing)
         elif not isinstance(cache, ParScaleCache): raise ValueError(f"past_key_values is a filled {type(cache).__name__}; a ParScale model needs its ParScaleCache")
         elif cache.parscale_n != P: raise ValueError(f"past_key_values holds {cache.parscale_n} streams; this model has P={P}")
+        elif checkpointing: raise ValueError("gradient checkpointing in training recomputes every layer, which would write past_key_values twice; pass none")
         past = cache.get_seq_length()
-        if position_ids is None: position_ids = torch.arange(past, past + T, device=inputs_embeds.device)[None].expand(B, T)
-        mask = self.stream_mask(attention_mask, B, T, past, inputs_embeds.dtype, inputs_embeds.device)
+        if position_ids is None:  # counted from each row's first real token: the prefix makes absolute positions matter (left padding)
+            position_ids = ((attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, past:] if attention_mask is not None
+                            else torch.arange(past, past + T, device=inputs_embeds.device)[None])
+        position_ids = position_ids.expand(B, T)
+        masks = self.stream_masks(attention_mask, position_ids, B, T, past, inputs_embeds.dtype, inputs_embeds.device)
         rep = lambda t: t.repeat(P, *[1] * (t.ndim - 1))
-        out = Qwen2Model.forward(self, inputs_embeds=rep(inputs_embeds), attention_mask=mask, position_ids=rep(position_ids),
+        out = Qwen2Model.forward(self, inputs_embeds=rep(inputs_embeds), attention_mask=masks, position_ids=rep(position_ids),
                                  past_key_values=cache, use_cache=True, **kwargs)
         return out, cache
 
+    @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None,
                 use_cache=None, **kwargs) -> BaseModelOutputWithPast:
         if self.config.parscale_n == 1:
             return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                    past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        out, cache = self.streams(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, **kwargs)
-        h = out.last_hidden_state
+        use_cache = (self.config.use_cache if use_cache is None else use_cache) and not (self.gradient_checkpointing and self.training)
+        out, cache = self.streams(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache, **kwargs)
+        h = out.last_hidden_state                                             # (P*B, T, H)
         P, (_, T, H) = self.config.parscale_n, h.shape
-        w = self.aggregate_weights(h)
+        w = self.aggregate_weights(h)                                         # (B, T, P)
         y = torch.einsum("btp,pbth->bth", w, h.view(P, -1, T, H).float()).to(h.dtype)
         return BaseModelOutputWithPast(last_hidden_state=y, past_key_values=cache if use_cache else None,
                                        hidden_states=out.hidden_states, attentions=out.attentions)
@@ -165,6 +191,7 @@ class Qwen2ParScaleForCausalLM(Qwen2ForCausalLM):
     "Stock `Qwen2ForCausalLM` with a `Qwen2ParScaleModel` body; loads the official ParScale checkpoints."
     config_class = Qwen2ParScaleConfig
     _init_weights = _init_parscale
+    _supports_flash_attn = _supports_flex_attn = _supports_attention_backend = _can_compile_fullgraph = False
     def __init__(self, config:Qwen2ParScaleConfig):
         Qwen2PreTrainedModel.__init__(self, config)
         self.model = Qwen2ParScaleModel(config)
@@ -201,7 +228,8 @@ def prefix_kv_from_tokens(model, token_ids:torch.Tensor) -> tuple[list[torch.Ten
     "Per-layer keys and values (P, Hkv, n, D) the backbone computes for P token sequences placed at positions -n..-1."
     P, n = token_ids.shape
     pos = torch.arange(-n, 0, device=token_ids.device)[None].expand(P, n)
-    cache = Qwen2Model.forward(model.model, input_ids=token_ids, position_ids=pos, use_cache=True).past_key_values
+    cache = Qwen2Model.forward(model.model, input_ids=token_ids, position_ids=pos, past_key_values=DynamicCache(),  # no window: keep all n
+                               use_cache=True).past_key_values
     return [l.keys for l in cache.layers], [l.values for l in cache.layers]
 
 def convert_to_parscale_model(model, P:int=2, n_tokens:int=48, attn_smooth:float=0.01,
@@ -290,7 +318,7 @@ class StreamDiagnostics(Hook):
     def __init__(self, probe:torch.Tensor, every:int=10, threshold:float=0.9):
         self.probe, self.every, self.threshold = probe, every, threshold
     def on_step_end(self, trainer, step, logs):
-        if (step + 1) % self.every and step + 1 != trainer.cfg.steps: return
+        if step % self.every and step != trainer.cfg.steps: return  # `step` counts finished steps: 1, 2, ..., steps
         s = stream_stats(trainer.unwrapped, self.probe.to(trainer.acc.device), threshold=self.threshold)
         logs.update({"w_entropy_ratio": s["entropy_ratio"], "w_collapse_share": s["collapse_share"],
                      **{f"w_mean_{i}": v for i, v in enumerate(s["mean_weight"])}})

@@ -6,7 +6,7 @@ Docs: https://moe-nb.github.io/moe_nb/select_moe.html.md"""
 
 # %% ../nbs/11_select_moe.ipynb #844e7d74
 from __future__ import annotations
-import contextlib, re
+import contextlib, importlib, re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -14,11 +14,11 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 from transformers import OlmoeConfig
-from transformers.modeling_outputs import MoeCausalLMOutputWithPast
+from transformers.modeling_outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
 from transformers.models.olmoe.modeling_olmoe import (OlmoeSparseMoeBlock, OlmoeDecoderLayer, OlmoeModel, OlmoeForCausalLM,
     OlmoePreTrainedModel, OlmoeTopKRouter, OlmoeAttention, OlmoeRMSNorm, OlmoeRotaryEmbedding, load_balancing_loss_func)
 from transformers.utils import can_return_tuple
-from transformers.utils.output_capturing import OutputRecorder
+from transformers.utils.output_capturing import OutputRecorder, maybe_install_capturing_hooks
 
 from .core import save_json, load_json, save_tensors, load_tensors, save_jsonl, atomic_dir, utc_stamp
 from .data import encode_chat, collate, read_jsonl
@@ -26,12 +26,12 @@ from .engine import set_trainable, add_lora, count_params
 from .router_loss import quality_loss
 
 # %% auto #0
-__all__ = ['TRASH_MODES', 'SELECT_FIELDS', 'ROUTER_PATTERNS', 'ROUTER_DATA_VERSION', 'SelectMoeConfig', 'quality_loss_kwargs',
-           'QualityGate', 'TrashExpert', 'SelectMoeSparseMoeBlock', 'SelectMoeDecoderLayer', 'SelectMoePreTrainedModel',
-           'SelectMoeModel', 'SelectMoeCausalLMOutput', 'SelectMoeForCausalLM', 'register_select_moe',
-           'set_trash_expert', 'forced_good', 'convert_olmoe_to_select_moe', 'compare_with_olmoe',
-           'prepare_router_training', 'select_moe_loss', 'save_router', 'load_router', 'compute_router_data',
-           'save_router_data', 'load_router_data']
+__all__ = ['TRASH_MODES', 'SELECT_FIELDS', 'ROUTER_PATTERNS', 'ROUTER_VERSION', 'ROUTER_DATA_VERSION', 'SelectMoeConfig',
+           'quality_loss_kwargs', 'QualityGate', 'resolve_callable', 'custom_trash_expert', 'TrashExpert',
+           'SelectMoeSparseMoeBlock', 'SelectMoeDecoderLayer', 'SelectMoePreTrainedModel', 'SelectMoeModel',
+           'SelectMoeCausalLMOutput', 'SelectMoeForCausalLM', 'register_select_moe', 'set_trash_expert', 'forced_good',
+           'convert_olmoe_to_select_moe', 'compare_with_olmoe', 'prepare_router_training', 'select_moe_loss',
+           'save_router', 'load_router', 'compute_router_data', 'save_router_data', 'load_router_data']
 
 # %% ../nbs/11_select_moe.ipynb #275ab230
 TRASH_MODES = ("zero", "noise", "custom")
@@ -40,15 +40,20 @@ class SelectMoeConfig(OlmoeConfig):
     "OLMoE configuration plus the quality gate, trash expert and quality loss settings of Select-MoE."
     model_type = "select_moe"
     def __init__(self, quality_gate_init_mean:float=0.0, quality_gate_init_std:float=0.02,
-                 quality_loss_weight:float=0.01, trash_expert_mode:str="zero", enable_load_balancing:bool=False,
+                 quality_loss_weight:float=0.01, trash_expert_mode:str="zero",
+                 trash_expert_custom:str="", # custom mode: "module:callable", a function of the hidden states or an nn.Module class taking the config
+                 enable_load_balancing:bool=False,
                  quality_loss_type:str="sigmoid", quality_loss_average:str="token",
                  beta_target_mean:float=0.5, beta_target_var:float=0.05, w_mean:float=1.0, w_var:float=1.0,
                  lambda_var:float=0.1, quality_loss_params:dict|None=None, output_router_logits:bool=True, **kwargs):
         if trash_expert_mode not in TRASH_MODES: raise ValueError(f"trash_expert_mode={trash_expert_mode!r}: expected one of {TRASH_MODES}")
+        if trash_expert_custom and (trash_expert_mode != "custom" or ":" not in trash_expert_custom):
+            raise ValueError(f"trash_expert_custom={trash_expert_custom!r}: expected 'module:callable', with trash_expert_mode='custom'")
         if quality_loss_average not in ("token", "sample"): raise ValueError(f"quality_loss_average={quality_loss_average!r}: expected 'token' or 'sample'")
         if not quality_gate_init_std >= 0: raise ValueError(f"quality_gate_init_std={quality_gate_init_std}: expected a value >= 0")
         self.quality_gate_init_mean, self.quality_gate_init_std = quality_gate_init_mean, quality_gate_init_std
         self.quality_loss_weight, self.trash_expert_mode, self.enable_load_balancing = quality_loss_weight, trash_expert_mode, enable_load_balancing
+        self.trash_expert_custom = trash_expert_custom
         self.quality_loss_type, self.quality_loss_average = quality_loss_type, quality_loss_average
         self.beta_target_mean, self.beta_target_var, self.w_mean, self.w_var = beta_target_mean, beta_target_var, w_mean, w_var
         self.lambda_var, self.quality_loss_params = lambda_var, dict(quality_loss_params or {})
@@ -75,6 +80,24 @@ class QualityGate(nn.Module):
         q = self.gate(hidden_states)
         return q, (torch.sigmoid(q) if self.force_good is None else torch.full_like(q, self.force_good))
 
+def resolve_callable(spec:str, # "module:attribute", e.g. "my_pkg.trash:HalfTrash"
+                     what:str="trash_expert_custom") -> Callable:
+    "The callable an installed module exports under `spec` (modules are imported by name, never from a checkpoint's files)."
+    mod, _, attr = spec.partition(":")
+    if not mod or not attr: raise ValueError(f"{what}={spec!r}: expected 'module:callable', e.g. 'my_pkg.trash:HalfTrash'")
+    try: obj = importlib.import_module(mod)
+    except ImportError as e: raise ValueError(f"{what}={spec!r}: cannot import module {mod!r} ({e})") from None
+    for a in attr.split("."):
+        if not hasattr(obj, a): raise ValueError(f"{what}={spec!r}: module {mod!r} has no attribute {attr!r}")
+        obj = getattr(obj, a)
+    if not callable(obj): raise ValueError(f"{what}={spec!r}: {attr!r} is a {type(obj).__name__}, not a callable")
+    return obj
+
+def custom_trash_expert(config) -> Callable:
+    "The trash expert `config.trash_expert_custom` names: a function as it is, an `nn.Module` class built with the config."
+    obj = resolve_callable(config.trash_expert_custom)
+    return obj(config) if isinstance(obj, type) and issubclass(obj, nn.Module) else obj
+
 class TrashExpert(nn.Module):
     "Where the bad share of a token's MoE output goes: zeros, matched noise, or a custom module/function."
     def __init__(self, mode:str="zero", custom:Callable|None=None):
@@ -97,7 +120,13 @@ class SelectMoeSparseMoeBlock(OlmoeSparseMoeBlock):
     def __init__(self, config:SelectMoeConfig):
         super().__init__(config)
         self.quality_gate = QualityGate(config)
-        self.trash_expert = TrashExpert(config.trash_expert_mode)
+        custom = custom_trash_expert(config) if config.trash_expert_mode == "custom" and config.trash_expert_custom else None
+        self.trash_expert = TrashExpert(config.trash_expert_mode, custom)
+        if custom is not None:  # checked once, at construction: before any training
+            with torch.no_grad(): y = self.trash_expert(torch.zeros(1, 2, config.hidden_size))
+            if not isinstance(y, torch.Tensor) or y.shape != (1, 2, config.hidden_size):
+                raise ValueError(f"trash_expert_custom={config.trash_expert_custom!r} maps hidden states (1, 2, {config.hidden_size}) to "
+                                 f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}; it must keep their shape")
 
     def forward(self, hidden_states:torch.Tensor) -> torch.Tensor:
         _, good = self.quality_gate(hidden_states)  # recorded first, then the stock router inside the stock forward
@@ -115,11 +144,17 @@ class SelectMoePreTrainedModel(OlmoePreTrainedModel):
     _no_split_modules = ["SelectMoeDecoderLayer"]
     _can_record_outputs = {"router_logits": [OutputRecorder(QualityGate, index=0), OutputRecorder(OlmoeTopKRouter, index=0)],
                            "hidden_states": SelectMoeDecoderLayer, "attentions": OlmoeAttention}
+    @classmethod
+    def _can_set_experts_implementation(cls) -> bool: return True  # the stock experts module dispatches on experts_implementation
     @torch.no_grad()
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, QualityGate):
             nn.init.normal_(module.gate.weight, self.config.quality_gate_init_mean, self.config.quality_gate_init_std)
+
+def _token_mask(attention_mask, T:int):
+    "The (B, T) validity of this forward's tokens from a 2-D padding mask (its last T columns); None for other masks."
+    return attention_mask[:, -T:] if attention_mask is not None and attention_mask.ndim == 2 else None
 
 def _pair_router_outputs(recorded:tuple) -> tuple[dict, ...]:
     pairs = []
@@ -139,9 +174,13 @@ class SelectMoeModel(SelectMoePreTrainedModel, OlmoeModel):
         self.rotary_emb = OlmoeRotaryEmbedding(config=config)
         self.gradient_checkpointing = False
         self.post_init()
+        maybe_install_capturing_hooks(self)  # router outputs are on by default: hooks in place, so a compiled first call needs no lock
 
-    def forward(self, *args, return_dict:bool|None=None, **kwargs):
-        out = OlmoeModel.forward(self, *args, **kwargs)
+    def forward(self, input_ids:torch.LongTensor|None=None, attention_mask:torch.Tensor|None=None,
+                position_ids:torch.LongTensor|None=None, past_key_values=None, inputs_embeds:torch.FloatTensor|None=None,
+                use_cache:bool|None=None, return_dict:bool|None=None, **kwargs) -> MoeModelOutputWithPast:
+        out = OlmoeModel.forward(self, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                 past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
         if out.get("router_logits") is not None: out["router_logits"] = _pair_router_outputs(out["router_logits"])
         return out if return_dict is not False else out.to_tuple()
 
@@ -173,16 +212,15 @@ class SelectMoeForCausalLM(SelectMoePreTrainedModel, OlmoeForCausalLM):
         logits = self.lm_head(h[:, keep, :])
         lm = self.loss_function(logits, labels, self.vocab_size, **kwargs) if labels is not None else None
         loss, aux, ql = lm, None, None
-        if orl:
-            mask = attention_mask[:, -h.shape[1]:] if attention_mask is not None else None  # during generation: this step's tokens
+        if orl and labels is not None:  # the training losses; inference (generation, scoring) computes neither
+            mask = _token_mask(attention_mask, h.shape[1])
             ql = quality_loss([d["quality_score"] for d in out.router_logits], mask, cfg.quality_loss_type,
                               cfg.quality_loss_average, **quality_loss_kwargs(cfg))
             if cfg.enable_load_balancing:
                 aux = load_balancing_loss_func(tuple(d["moe_logits"] for d in out.router_logits), self.num_experts,
                                                self.num_experts_per_tok, mask)
-            if lm is not None:
-                loss = lm + cfg.quality_loss_weight * ql.to(lm.device)
-                if aux is not None: loss = loss + self.router_aux_loss_coef * aux.to(lm.device)
+            loss = lm + cfg.quality_loss_weight * ql.to(lm.device)
+            if aux is not None: loss = loss + self.router_aux_loss_coef * aux.to(lm.device)
         return SelectMoeCausalLMOutput(loss=loss, aux_loss=aux, logits=logits, past_key_values=out.past_key_values,
                                        hidden_states=out.hidden_states, attentions=out.attentions,
                                        router_logits=out.router_logits, lm_loss=lm, quality_loss=ql)
@@ -216,7 +254,7 @@ def forced_good(model:nn.Module, value:float|None):
         for g, v in zip(gates, old): g.force_good = v
 
 # %% ../nbs/11_select_moe.ipynb #81bf5746
-SELECT_FIELDS = ("quality_gate_init_mean", "quality_gate_init_std", "quality_loss_weight", "trash_expert_mode",
+SELECT_FIELDS = ("quality_gate_init_mean", "quality_gate_init_std", "quality_loss_weight", "trash_expert_mode", "trash_expert_custom",
                  "enable_load_balancing", "quality_loss_type", "quality_loss_average", "beta_target_mean",
                  "beta_target_var", "w_mean", "w_var", "lambda_var", "quality_loss_params")
 
@@ -290,15 +328,16 @@ def select_moe_loss(model:nn.Module, batch:dict) -> dict:
     return terms
 
 # %% ../nbs/11_select_moe.ipynb #e6e309ba
+ROUTER_VERSION = 2  # 2: a LoRA router also holds the gates and routers (version 1 saved only the adapter)
+
 def save_router(model:nn.Module, out_dir:str|Path, base_model:str, mode:str, overwrite:bool=False, **info) -> Path:
     "Write the trained routing state of `model` (see above) to `out_dir`, atomically."
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     with atomic_dir(out_dir, overwrite=overwrite) as d:
         if mode == "lora": model.save_pretrained(d/"adapter")
-        else:
-            own = dict(base.named_parameters())
-            save_tensors({n: own[n] for n in _router_names(base)}, d/"router_weights.safetensors")
-        save_json({"format": "moe_nb.select_moe_router", "version": 1, "base_model": str(base_model), "mode": mode,
+        own = dict(base.named_parameters())
+        save_tensors({n: own[n] for n in _router_names(base)}, d/"router_weights.safetensors")
+        save_json({"format": "moe_nb.select_moe_router", "version": ROUTER_VERSION, "base_model": str(base_model), "mode": mode,
                    "config": {k: getattr(base.config, k) for k in SELECT_FIELDS}, **info}, d/"router.json")
     return Path(out_dir)
 
@@ -308,24 +347,30 @@ def load_router(router_dir:str|Path, base_model:str|nn.Module|None=None) -> Sele
     if not (d/"router.json").exists(): raise FileNotFoundError(f"{d}: no router.json; not a saved Select-MoE router")
     info = load_json(d/"router.json")
     if info.get("format") != "moe_nb.select_moe_router": raise ValueError(f"{d/'router.json'}: not a Select-MoE router file")
+    if info["mode"] == "lora" and info.get("version", 1) < 2:
+        raise ValueError(f"{d}: a LoRA router written by an older moe_nb, which saved the adapter but not the trained gates; "
+                         f"rerun the warmup (select_moe_warmup) to save them")
     model = convert_olmoe_to_select_moe(base_model if base_model is not None else info["base_model"], **info["config"])
+    _load_router_weights(model, d/"router_weights.safetensors", info["base_model"])
     if info["mode"] == "lora":
         from peft import PeftModel
         if not (d/"adapter"/"adapter_config.json").exists(): raise FileNotFoundError(f"{d/'adapter'}: missing LoRA adapter files")
         try: return PeftModel.from_pretrained(model, d/"adapter").merge_and_unload()
         except (RuntimeError, ValueError, KeyError) as e:
             raise ValueError(f"{d/'adapter'}: the adapter does not fit the base model {info['base_model']!r} ({e})") from None
-    f = d/"router_weights.safetensors"
+    return model
+
+def _load_router_weights(model:nn.Module, f:Path, base_name:str):
+    "Copy the gate and router weights of file `f` into `model`, checking that they are exactly the ones it has."
     if not f.exists(): raise FileNotFoundError(f"{f}: missing router weights")
     w = load_tensors(f)
     own = dict(model.named_parameters())
     need = set(_router_names(model))
     if set(w) != need or any(w[n].shape != own[n].shape for n in need):
-        raise ValueError(f"{f}: router weights do not fit the base model {info['base_model']!r} "
+        raise ValueError(f"{f}: router weights do not fit the base model {base_name!r} "
                          f"(missing {sorted(need - set(w))[:3]}, unexpected {sorted(set(w) - need)[:3]})")
     with torch.no_grad():
         for n in need: own[n].copy_(w[n])
-    return model
 
 # %% ../nbs/11_select_moe.ipynb #f890ff8d
 ROUTER_DATA_VERSION = 1

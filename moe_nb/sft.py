@@ -52,10 +52,12 @@ class SftConfig(Config):
     seed: int = 0
     save_every: int = 0                # 0: at the end (and halfway)
     cpu: bool = False
+    tracker: str = "tensorboard"       # a TrainConfig tracker: tensorboard | wandb | trackio | none
     def __post_init__(self):
         if self.lora_r < 1: raise ConfigError(f"parameter 'lora_r' must be >= 1, got {self.lora_r}")
         if not self.epochs > 0: raise ConfigError(f"parameter 'epochs' must be > 0, got {self.epochs}")
         if not 0 <= self.warmup_ratio < 1: raise ConfigError(f"parameter 'warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
+        TrainConfig.from_dict({"tracker": self.tracker}, where="parameter 'tracker'")
         if self.encoding_mode not in ("assistant", "full"): raise ConfigError(f"parameter 'encoding_mode' must be 'assistant' or 'full', got {self.encoding_mode!r}")
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -86,7 +88,7 @@ def finetune(model:nn.Module, tok, records:list[dict], cfg:SftConfig, run_dir:st
     tcfg = TrainConfig(steps=steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, lr=cfg.lr,
                        warmup_steps=int(cfg.warmup_ratio * steps), schedule=cfg.schedule, weight_decay=cfg.weight_decay,
                        precision=cfg.precision, seed=cfg.seed, log_every=max(1, steps // 50),
-                       save_every=cfg.save_every or max(1, steps // 2), cpu=cfg.cpu, progress=False, tracker="none")
+                       save_every=cfg.save_every or max(1, steps // 2), cpu=cfg.cpu, progress=False, tracker=cfg.tracker)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     trainer = Trainer(peft_model, tcfg, train, run_dir=run_dir, collate_fn=lambda ex: collate(ex, pad), hooks=hooks)
     hist = trainer.fit()

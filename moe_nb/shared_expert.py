@@ -25,7 +25,8 @@ from .core import save_tensors, load_tensors
 # %% auto #0
 __all__ = ['INITS', 'GptOssSharedExpert', 'average_experts_', 'GptOssNexusMLP', 'GptOssNexusConfig', 'GptOssNexusModel',
            'GptOssNexusForCausalLM', 'RouterStats', 'moe_routers', 'collect_router_stats', 'choose_experts',
-           'top_experts', 'plot_router_pca', 'nexus_config', 'add_shared_experts', 'nexus_trainable', 'chat']
+           'top_experts', 'plot_router_pca', 'nexus_config', 'add_shared_experts', 'load_nexus', 'nexus_trainable',
+           'chat']
 
 # %% ../nbs/20_shared_expert.ipynb #d5b7afdd
 class GptOssSharedExpert(nn.Module):
@@ -90,13 +91,16 @@ class GptOssNexusConfig(GptOssConfig):
 
 def _init_nexus(self, module):
     GptOssPreTrainedModel._init_weights(self, module)  # nn.Linear of the shared expert: N(0, initializer_range), zero bias
-    if isinstance(module, GptOssNexusMLP) and isinstance(module.shared_scale, nn.Parameter):
+    if isinstance(module, GptOssNexusMLP):  # a fixed scale is a non-persistent buffer: loading leaves it empty, the config fills it
         init.constant_(module.shared_scale, self.config.shared_expert_scale)
+
+def _can_set_experts(cls) -> bool: return True  # our MoE blocks hold the stock experts module, which dispatches on experts_implementation
 
 class GptOssNexusModel(GptOssModel):
     "Stock `GptOssModel` whose MoE blocks carry a shared expert."
     config_class = GptOssNexusConfig
     _init_weights = _init_nexus
+    _can_set_experts_implementation = classmethod(_can_set_experts)
     def __init__(self, config:GptOssNexusConfig):
         super().__init__(config)
         for layer in self.layers: layer.mlp = GptOssNexusMLP(config)
@@ -106,6 +110,7 @@ class GptOssNexusForCausalLM(GptOssForCausalLM):
     "Stock `GptOssForCausalLM` with a `GptOssNexusModel` body."
     config_class = GptOssNexusConfig
     _init_weights = _init_nexus
+    _can_set_experts_implementation = classmethod(_can_set_experts)
     def __init__(self, config:GptOssNexusConfig):
         GptOssPreTrainedModel.__init__(self, config)
         self.model = GptOssNexusModel(config)
@@ -295,9 +300,21 @@ def add_shared_experts(model, init:str="pca_topK", # one of `INITS`
             average_experts_(sh, mlp.experts, ids)
         sh.to(device=p0.device, dtype=p0.dtype); mlp.shared_scale.data = mlp.shared_scale.data.to(p0.device)  # the scale stays float32
         layer.mlp = mlp
+    for mod in new.modules():  # the moved modules read settings (attention and experts implementation) from their config
+        if getattr(mod, "config", None) is src.config: mod.config = cfg
     left = [n for n, t in [*new.named_parameters(), *new.named_buffers()] if t.is_meta]
     if left: raise RuntimeError(f"conversion left {left[:3]} unset; this GPT-OSS version has modules the conversion does not know")
     return new.train(src.training)
+
+# %% ../nbs/20_shared_expert.ipynb #59f79dfe
+def load_nexus(path:str|Path, # a saved model directory, or a nexus run directory holding one in model/
+               dtype:str|torch.dtype="auto", **kw) -> GptOssNexusForCausalLM:
+    "A saved NEXUS (`gpt_oss_nexus`) model, loaded without remote code."
+    from moe_nb.zoo import load_backbone
+    p = Path(path)
+    if not (p/"config.json").exists() and (p/"model"/"config.json").exists(): p = p/"model"
+    if not (p/"config.json").exists(): raise FileNotFoundError(f"{path}: neither a saved model (config.json) nor a nexus run with model/config.json")
+    return load_backbone(str(p), expect="gpt_oss_nexus", dtype=dtype, **kw)
 
 # %% ../nbs/20_shared_expert.ipynb #6df1ed9e
 def nexus_trainable(train_router:bool=False, learnable_scale:bool=False) -> list[str]:

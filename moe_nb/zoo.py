@@ -17,7 +17,7 @@ from .data import get_tokenizer, corpus_blocks, _cache_root
 from .engine import Trainer, TrainConfig
 
 # %% auto #0
-__all__ = ['ARCHS', 'tiny_config', 'random_model', 'pretrained_tiny', 'load_backbone']
+__all__ = ['ARCHS', 'TOKENIZER_FILES', 'tiny_config', 'random_model', 'pretrained_tiny', 'load_backbone', 'tokenizer_for']
 
 # %% ../nbs/07_zoo.ipynb #175a21c5
 ARCHS = ("qwen2", "olmoe", "gpt_oss")
@@ -99,3 +99,16 @@ def _check_type(name, got, expect):
     if expect is None: return
     ok = (expect,) if isinstance(expect, str) else tuple(expect)
     if got not in ok: raise ValueError(f"model={name!r} is a {got!r} checkpoint; this pipeline needs {' or '.join(map(repr, ok))}")
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+def tokenizer_for(name_or_path:str|Path):
+    "The tokenizer of a model: the embedded one for zoo names, the model directory's own files, or the hub model's."
+    from moe_nb.data import get_tokenizer
+    name = str(name_or_path)
+    if name.startswith("tiny-") and not Path(name).exists(): return get_tokenizer()
+    p = Path(name)
+    if p.is_dir() and not any((p/f).exists() for f in TOKENIZER_FILES):
+        raise ValueError(f"{p}: a model directory without tokenizer files ({' or '.join(TOKENIZER_FILES)}); "
+                         f"save the tokenizer with the model (tokenizer.save_pretrained) or name one explicitly")
+    return get_tokenizer(name)

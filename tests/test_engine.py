@@ -49,3 +49,40 @@ def test_two_process_ddp_equals_single_process(tmp_path):
     for k in r0:
         assert torch.equal(r0[k], r1[k]), f"{k} differs between ranks"
         torch.testing.assert_close(r0[k], single[k], rtol=0, atol=1e-5)
+
+TRACKER_RUN = """
+import json, sys, torch
+from pathlib import Path
+from transformers import Qwen2Config, Qwen2ForCausalLM
+from moe_nb.engine import Trainer, TrainConfig, read_tracker_log
+root, out = Path(sys.argv[1]), {}
+for tracker in ("tensorboard", "wandb", "trackio"):
+    torch.manual_seed(0)
+    m = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                     num_key_value_heads=2, max_position_embeddings=32))
+    cfg = TrainConfig(steps=6, batch_size=4, lr=3e-3, warmup_steps=1, log_every=2, tracker=tracker, progress=False, cpu=True)
+    hist = Trainer(m, cfg, torch.randint(0, 64, (16, 12)), run_dir=root/tracker).fit()
+    out[tracker] = {"logged": hist, "tracked": read_tracker_log(root/tracker, tracker)}
+(root/"out.json").write_text(json.dumps(out))
+"""
+
+def test_trackers_record_what_the_run_logged(tmp_path):
+    "TensorBoard, W&B (offline, into the run directory) and trackio each hold the rows of metrics.jsonl, read back from their files."
+    env = {**ENV, "TRACKIO_DIR": str(tmp_path/"trackio"), "WANDB_SILENT": "true"}
+    env.pop("WANDB_MODE", None)
+    r = subprocess.run([sys.executable, "-c", TRACKER_RUN, str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads((tmp_path/"out.json").read_text())
+    for tracker, o in out.items():
+        assert [t["step"] for t in o["tracked"]] == [2, 4, 6], tracker
+        for t, l in zip(o["tracked"], o["logged"]):
+            for k in ("loss", "lr", "grad_norm"): assert abs(t[k] - l[k]) <= 1e-6 * max(1.0, abs(l[k])), (tracker, k)
+    assert list((tmp_path/"wandb").rglob("run-*.wandb")), "W&B writes its offline run into the run directory"
+
+def test_missing_tracker_refuses_to_start(monkeypatch):
+    "A tracker whose package is missing stops the configuration, instead of a run that logs nothing."
+    import pytest
+    from moe_nb import engine
+    monkeypatch.setitem(engine.TRACKERS, "trackio", "no_such_trackio")  # as if trackio were not installed
+    with pytest.raises(ValueError, match="'trackio', but the no_such_trackio package is not installed: pip install no_such_trackio"):
+        engine.TrainConfig(tracker="trackio")

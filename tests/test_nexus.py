@@ -27,6 +27,16 @@ def test_online(tmp_path):
     assert cfg["model_type"] == "gpt_oss_nexus" and cfg["shared_expert_init"] == "pca_topK" and cfg["shared_expert_scale"] == 0.2
     assert isinstance(m["chat_reply"], str)
     for png in ("router_pca.png", "training.png", "validation.png"): assert (rd/png).read_bytes()[:4] == b"\x89PNG"
+    # the validation stage on the saved model alone, in another process: the numbers the run reported for it
+    r = moe_nb("run", "nexus_validate", "--preset", "smoke", "-p", "model", rd, "--runs-dir", tmp_path/"v", "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (vd,) = list((tmp_path/"v"/"nexus_validate").iterdir())
+    v = json.loads((vd/"metrics.json").read_text())
+    assert v["baseline"] == "tiny-gpt_oss" and v["chat_reply"] == m["chat_reply"]
+    for a, b in (("ppl", "ppl_trained"), ("kl", "kl_trained"), ("ppl_baseline", "ppl_original")):
+        assert abs(v[a] - m[b]) <= 1e-6 * max(1.0, abs(m[b])), (a, v[a], m[b])
+    r = moe_nb("run", "nexus_validate", "--preset", "smoke", "-p", "model", rd/"model", "--runs-dir", tmp_path/"v2", "--quiet")
+    assert r.returncode == 1 and "name the GPT-OSS to compare with (-p baseline ...)" in r.stdout, r.stdout
 
 def test_offline_router_sfa(tmp_path):
     r = moe_nb("run", "nexus", "--preset", "smoke", "-p", "mode", "offline", "-p", "train_router", "true", "-p", "aux_weight", "0.01",

@@ -38,14 +38,24 @@ def test_router_data(stage1):
     assert sum(len(v["ids"]) for v in data.values()) == 400 and len(data) == 5  # the five embedded sources
     assert next(iter(data.values()))["moe_logits"].shape[1:] == (2, 8)
 
-def test_lora_warmup_and_explicit_router(tmp_path):
+def test_lora_warmup_custom_trash_and_explicit_router(tmp_path):
+    "LoRA warmup with a custom trash expert named as module:callable; the next stage reads the router, gates and trash expert."
+    (tmp_path/"my_trash.py").write_text("def half(x):\n    return 0.5 * x\n")
+    env = {"PYTHONPATH": str(tmp_path)}
     runs = tmp_path/"runs"
-    r = moe_nb("run", "select_moe_warmup", "--preset", "smoke", "-p", "peft_mode", "lora", "-p", "lr", "1e-3", "--runs-dir", runs, "--quiet")
+    r = moe_nb("run", "select_moe_warmup", "--preset", "smoke", "-p", "peft_mode", "lora", "-p", "lr", "1e-3", "-p", "trash_expert_mode", "custom",
+               "-p", "trash_expert", "my_trash:half", "--runs-dir", runs, "--quiet", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     wr = only_run(runs, "select_moe_warmup")
     assert (wr/"router"/"adapter"/"adapter_config.json").exists() and metrics(wr)["trainable_params"] > 1152
-    r = moe_nb("run", "select_moe_router_data", "-p", "warmup", wr, "--runs-dir", tmp_path/"other", "--quiet")
+    info = json.loads((wr/"router"/"router.json").read_text())
+    assert info["version"] == 2 and info["config"]["trash_expert_custom"] == "my_trash:half" and (wr/"router"/"router_weights.safetensors").exists()
+    r = moe_nb("run", "select_moe_router_data", "-p", "warmup", wr, "--runs-dir", tmp_path/"other", "--quiet", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
+    r = moe_nb("run", "select_moe_warmup", "--preset", "smoke", "-p", "trash_expert_mode", "custom", "-p", "trash_expert", "my_trash:nope",
+               "--runs-dir", tmp_path/"bad", "--quiet", env=env)
+    assert r.returncode == 1 and "trash_expert_custom='my_trash:nope': module 'my_trash' has no attribute 'nope'" in r.stdout, r.stdout
+    assert not (only_run(tmp_path/"bad", "select_moe_warmup")/"checkpoints").exists()
 
 @pytest.mark.parametrize("args, msg", [
     (["-p", "subset_ratio", "0"], "subset_ratio=0.0: expected a value in (0, 1]"),
