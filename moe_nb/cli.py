@@ -6,16 +6,19 @@ Docs: https://moe-nb.github.io/moe_nb/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #6e6c6f1c
 from __future__ import annotations
-import argparse, ast, difflib, os, sys, time
+import argparse, ast, difflib, math, os, re, socket, sys, time
 from pathlib import Path
 
 import yaml
 
-from .core import make_run_dir, update_metrics, load_json, utc_stamp, get_logger
+from .core import (make_run_dir, update_metrics, load_yaml, save_json, utc_stamp, get_logger, heartbeat, run_status,
+                         read_metrics)
 
 # %% auto #0
-__all__ = ['MODEL_MODULES', 'CliError', 'pipelines_dir', 'find_notebook', 'load_presets', 'notebook_params', 'check_params',
-           'run_notebook', 'list_runs', 'format_table', 'runs_table', 'demo_entries', 'main', 'lm_eval_cli']
+__all__ = ['POSITIVE', 'NON_NEGATIVE', 'FRACTIONS', 'MODEL_MODULES', 'CliError', 'pipelines_dir', 'find_notebook', 'load_presets',
+           'notebook_params', 'check_params', 'range_problems', 'resolve_params', 'writable_dir', 'Interrupted',
+           'execute', 'run_notebook', 'find_run_dir', 'resume_run', 'run_nested', 'list_runs', 'format_table',
+           'runs_table', 'demo_entries', 'main', 'lm_eval_cli']
 
 # %% ../nbs/90_cli.ipynb #2a3bd5cb
 class CliError(Exception):
@@ -36,17 +39,39 @@ def find_notebook(name:str) -> Path:
     known = sorted(q.stem for q in pipelines_dir().glob("*.ipynb"))
     raise CliError(f"notebook {name!r} not found: not a path to an .ipynb, nor a pipeline in {pipelines_dir()} (known: {', '.join(known) or 'none'})")
 
+def _presets_file(f:Path) -> dict:
+    "presets.yaml, checked: a mapping with `presets` (pipeline -> preset name -> parameters) and a `demo` list."
+    if not f.exists(): return {}
+    try: d = load_yaml(f) or {}
+    except ValueError as e: raise CliError(str(e)) from None
+    if not isinstance(d, dict) or not isinstance(d.get("presets", {}), dict) or not isinstance(d.get("demo", []), list):
+        raise CliError(f"{f}: expected a mapping with 'presets' (pipeline: name: parameters) and a 'demo' list")
+    return d
+
 def load_presets(nb:Path) -> dict:
     "The named presets of pipeline `nb` from `presets.yaml` beside it."
     f = nb.parent/"presets.yaml"
-    return ((yaml.safe_load(f.read_text()) or {}).get("presets", {}) if f.exists() else {}).get(nb.stem, {}) or {}
+    ps = _presets_file(f).get("presets", {}).get(nb.stem, {}) or {}
+    bad = [k for k, v in (ps.items() if isinstance(ps, dict) else [(None, ps)]) if not isinstance(v, dict)]
+    if bad: raise CliError(f"{f}: the presets of {nb.stem} must map names to parameter mappings; {bad[0]!r} is not a mapping")
+    return ps
 
 # %% ../nbs/90_cli.ipynb #329fdf97
 def notebook_params(nb:Path) -> dict:
     "Parameter name -> {'default', 'type'} from the notebook's `parameters` cell."
-    import papermill as pm
+    import papermill as pm, nbformat, tempfile
+    try: node = nbformat.read(nb, as_version=4)
+    except Exception as e: raise CliError(f"{nb}: not a readable notebook ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    path = nb
+    if not node.metadata.get("kernelspec"):  # moe-nb runs every notebook on python3; papermill's inspection needs it named
+        node.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "python3"}
+        fd, path = tempfile.mkstemp(suffix=".ipynb"); os.close(fd); nbformat.write(node, path)
+    try: params = pm.inspect_notebook(str(path))
+    except Exception as e: raise CliError(f"{nb}: not a readable notebook ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    finally:
+        if path != nb: os.unlink(path)
     out = {}
-    for name, p in pm.inspect_notebook(str(nb)).items():
+    for name, p in params.items():
         try: default = ast.literal_eval(p["default"])
         except (ValueError, SyntaxError): default = p["default"]
         out[name] = {"default": default, "type": p.get("inferred_type_name", "None"), "help": p.get("help", "")}
@@ -54,8 +79,11 @@ def notebook_params(nb:Path) -> dict:
     return out
 
 # %% ../nbs/90_cli.ipynb #93c4b46a
-def _parse_scalar(s:str):
-    v = yaml.safe_load(s) if s.strip() else s
+def _parse_scalar(s:str, name:str="", where:str="-p"):
+    try: v = yaml.safe_load(s) if s.strip() else s  # safe: a tag such as !!python/object is an error, never an object
+    except yaml.YAMLError as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CliError(f"{where}: parameter {name!r}: {s!r} is not a valid value ({why}); quote strings, write lists as [1, 2]") from None
     if isinstance(v, str):  # YAML 1.1 reads 1e-3 (no dot) and inf as strings; numbers are what was meant
         try: return float(v) if v.strip() else v
         except ValueError: pass
@@ -66,12 +94,14 @@ def check_params(nb:Path, given:dict, spec:dict|None=None, where:str="-p") -> di
     spec = spec if spec is not None else notebook_params(nb)
     out = {}
     for k, raw in given.items():
+        if k == "run_dir" and where == "-p":
+            raise CliError("-p run_dir: moe-nb chooses the run directory; to continue a run, use `moe-nb resume RUN`")
         if k not in spec:
             close = difflib.get_close_matches(k, list(spec), n=1)
             raise CliError(f"{where}: unknown parameter {k!r} for {nb.name}" + (f"; did you mean {close[0]!r}?" if close else "")
                            + f" Known: {', '.join(spec)}")
         d, tname = spec[k]["default"], spec[k]["type"]
-        v = (raw if isinstance(d, str) else _parse_scalar(raw)) if isinstance(raw, str) else raw
+        v = (raw if isinstance(d, str) else _parse_scalar(raw, k, where)) if isinstance(raw, str) else raw
         nullable = d is None or "None" in tname or "Optional" in tname
         ok = (v is None and nullable) or d is None or type(v) is type(d) \
              or (isinstance(d, float) and type(v) is int) or (isinstance(d, (list, tuple)) and isinstance(v, (list, tuple)))
@@ -80,17 +110,44 @@ def check_params(nb:Path, given:dict, spec:dict|None=None, where:str="-p") -> di
         out[k] = float(v) if isinstance(d, float) and type(v) is int else v
     return out
 
+POSITIVE = {"steps", "batch_size", "grad_accum", "seq_len", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "vocab_size",
+            "docs_per_domain", "n_embedded", "n_eval", "eval_n", "lora_r", "P", "n_tokens", "collect_tokens", "topk",
+            "shard_tokens", "n_eval_blocks", "num_processes", "routing_blocks", "k_step", "n_init", "workers", "diag_every",
+            "lr", "epochs", "temperature"}
+NON_NEGATIVE = {"warmup_steps", "weight_decay", "sfa_every", "lm_weight", "aux_weight", "quality_loss_weight",
+                "quality_gate_init_std", "lora_dropout", "k", "max_len", "shared_intermediate_size", "limit"}
+FRACTIONS = {"eval_fraction": "()", "subset_ratio": "(]", "selection_percentage": "(]", "bad_fraction": "[)", "warmup_ratio": "[)",
+             "var_threshold": "(]", "kl_mix": "[]", "sfa_factor": "[]", "attn_smooth": "[)", "decay_fraction": "(]",
+             "collapse_threshold": "(]"}
+
+def _in(v, b:str) -> bool:
+    return (0 < v if b[0] == "(" else 0 <= v) and (v < 1 if b[1] == ")" else v <= 1)
+
+def range_problems(p:dict) -> list[str]:
+    "What is out of range in a pipeline's parameters, by the names every pipeline shares (the conventions above)."
+    num = lambda k: isinstance(p.get(k), (int, float)) and not isinstance(p.get(k), bool) and math.isfinite(p[k])
+    out = [f"{k}={v}: expected a finite number" for k, v in p.items() if isinstance(v, float) and not math.isfinite(v)]
+    for k in POSITIVE:
+        if num(k) and not p[k] > 0: out.append(f"{k}={p[k]}: expected > 0")
+    for k in NON_NEGATIVE:
+        if num(k) and not p[k] >= 0: out.append(f"{k}={p[k]}: expected >= 0")
+    for k, b in FRACTIONS.items():
+        if num(k) and not _in(p[k], b): out.append(f"{k}={p[k]}: expected a value in {b[0]}0, 1{b[1]}")
+    if num("k_min") and num("k_max") and p["k_min"] > p["k_max"]: out.append(f"k_min={p['k_min']} > k_max={p['k_max']}")
+    if num("hidden_size") and num("num_heads") and p["num_heads"] > 0 and p["hidden_size"] % p["num_heads"]:
+        out.append(f"num_heads={p['num_heads']} does not divide hidden_size={p['hidden_size']}")
+    if num("num_heads") and num("num_kv_heads") and p["num_kv_heads"] > 0 and p["num_heads"] % p["num_kv_heads"]:
+        out.append(f"num_kv_heads={p['num_kv_heads']} does not divide num_heads={p['num_heads']}")
+    if num("warmup_steps") and num("steps") and p["warmup_steps"] > p["steps"]: out.append(f"warmup_steps={p['warmup_steps']} > steps={p['steps']}")
+    for k in ("model", "backbone", "base_model", "target_model", "router_model"):
+        d = Path(str(p.get(k, "")))
+        if p.get(k) and (d/"config.json").is_file() and not any((d/f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+            out.append(f"{k}={str(d)!r}: a model directory without tokenizer files (tokenizer.json or tokenizer_config.json)")
+    return out
+
 # %% ../nbs/90_cli.ipynb #3b7ba769
-def run_notebook(notebook:str|Path, # a path, or the name of a pipeline in `nbs/pipelines`
-                 params:dict|None=None, # overrides (strings from the CLI, or typed values)
-                 preset:str|None=None, # a named preset from presets.yaml
-                 runs_dir:str|Path="runs", # root of the run directories
-                 progress:bool=True, # papermill's progress bar over cells
-                 log_output:bool=True, # stream cell output to the console
-                ) -> tuple[Path, dict]:
-    "Execute a pipeline notebook into a new run directory; return it and its metrics."
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
+def resolve_params(notebook:str|Path, params:dict|None=None, preset:str|None=None) -> tuple[Path, dict, dict]:
+    "A pipeline notebook and its parameters, checked: the typed overrides (preset, then `params`) and all of them."
     nb = find_notebook(str(notebook))
     spec = notebook_params(nb)
     if "run_dir" not in spec: raise CliError(f"{nb}: the parameters cell must define run_dir = None (moe-nb passes the run directory in it)")
@@ -100,27 +157,149 @@ def run_notebook(notebook:str|Path, # a path, or the name of a pipeline in `nbs/
     values = {**check_params(nb, presets.get(preset, {}) if preset else {}, spec, where=f"preset {preset!r}"),
               **check_params(nb, dict(params or {}), spec)}
     full = {k: s["default"] for k, s in spec.items() if k != "run_dir"} | values
-    run_dir = make_run_dir(nb.stem, full, runs_dir).resolve()
-    update_metrics(run_dir, status="running", pipeline=nb.stem, notebook=str(nb), preset=preset, started=utc_stamp())
-    log = get_logger("papermill", run_dir)
-    t0 = time.time()
+    bad = range_problems(full)
+    if bad: raise CliError(f"{nb.name}: " + "; ".join(bad))
+    return nb, values, full
+
+def writable_dir(path:str|Path, what:str="--runs-dir") -> Path:
+    "`path`, made if needed and checked to be a directory this process can write into."
+    p = Path(path)
+    if p.exists() and not p.is_dir(): raise CliError(f"{what} {p}: a file, not a directory")
+    try: p.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise CliError(f"{what} {p}: cannot create it ({e.strerror})") from None
+    if not os.access(p, os.W_OK | os.X_OK): raise CliError(f"{what} {p}: not writable")
+    return p
+
+# %% ../nbs/90_cli.ipynb #d7ee78f4
+class Interrupted(KeyboardInterrupt):
+    "Ctrl-C during a run: the run directory is marked `interrupted` and can be resumed."
+    def __init__(self, run_dir:Path): super().__init__(str(run_dir)); self.run_dir = run_dir
+
+def _failed_line(e) -> tuple[int|None, str]:
+    "The line of the failing cell that raised (the cell's own line, not one inside a function it called)."
+    tb = "\n".join(re.sub(r"\x1b\[[0-9;]*m", "", l) for l in (e.traceback or []))
+    m = re.search(rf"Cell In\[{e.exec_count}\], line (\d+)", tb) or re.search(r"Cell In\[\d+\], line (\d+)", tb)
+    if not m: return None, ""
+    n, lines = int(m.group(1)), e.source.splitlines()
+    return n, (lines[n - 1].strip()[:200] if 0 < n <= len(lines) else "")
+
+def _kernel_to(f):
+    "A kernel manager whose kernels write their stderr (transport warnings, a dying kernel's tracebacks) to file `f`."
+    from jupyter_client.manager import AsyncKernelManager
+    class KernelToLog(AsyncKernelManager):
+        async def _async_start_kernel(self, **kw):
+            kw.setdefault("stderr", f)
+            return await super()._async_start_kernel(**kw)
+        start_kernel = _async_start_kernel
+    return KernelToLog
+
+def _never_ran(out_nb:Path):
+    "After an interruption, mark the cells that never started as pending (papermill marks them completed)."
+    import nbformat
+    if not out_nb.exists(): return
+    nb = nbformat.read(out_nb, as_version=4)
+    for c in nb.cells:
+        pm_meta = c.metadata.get("papermill", {})
+        if pm_meta.get("start_time") is None and pm_meta.get("status") == "completed": pm_meta["status"] = "pending"
+    from moe_nb.core import atomic_open
+    with atomic_open(out_nb) as f: nbformat.write(nb, f)
+
+def execute(nb:Path, run_dir:Path, parameters:dict, progress:bool=True, log_output:bool=True) -> dict:
+    "Execute `nb` into `run_dir` with `parameters`; record the status, this process and a heartbeat; return the metrics."
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+    update_metrics(run_dir, status="running", pid=os.getpid(), host=socket.gethostname(), notebook=str(nb))
+    log, t0 = get_logger("papermill", run_dir), time.time()
+    end = lambda **kw: update_metrics(run_dir, finished=utc_stamp(), duration_s=round(time.time() - t0, 2), **kw)
     try:
-        pm.execute_notebook(str(nb), str(run_dir/nb.name), parameters={**values, "run_dir": str(run_dir)},
-                            kernel_name="python3", progress_bar=progress, log_output=log_output, cwd=os.getcwd())
+        with heartbeat(run_dir), open(run_dir/"kernel.log", "ab") as klog:
+            pm.execute_notebook(str(nb), str(run_dir/nb.name), parameters={**parameters, "run_dir": str(run_dir)},
+                                kernel_name="python3", language="python", progress_bar=progress, log_output=log_output, cwd=os.getcwd(),
+                                kernel_manager_class=_kernel_to(klog))
     except PapermillExecutionError as e:
+        if e.ename == "KeyboardInterrupt": return _interrupted(nb, run_dir, end)
         first = next((l for l in e.source.splitlines() if l.strip() and not l.startswith("#")), "")
-        m = update_metrics(run_dir, status="failed", error=f"{e.ename}: {e.evalue}", failed_cell=e.cell_index,
-                           failed_cell_source=first[:200], finished=utc_stamp(), duration_s=round(time.time() - t0, 2))
-        return run_dir, m
-    except KeyboardInterrupt:
-        update_metrics(run_dir, status="interrupted", finished=utc_stamp(), duration_s=round(time.time() - t0, 2))
-        raise
+        n, line = _failed_line(e)
+        return end(status="failed", error=f"{e.ename}: {e.evalue}", failed_cell=e.cell_index, failed_cell_source=first[:200],
+                   failed_line=n, failed_line_source=line)
+    except KeyboardInterrupt: return _interrupted(nb, run_dir, end)
     except Exception as e:
-        return run_dir, update_metrics(run_dir, status="failed", error=f"{type(e).__name__}: {e}", finished=utc_stamp(),
-                                       duration_s=round(time.time() - t0, 2))
+        return end(status="failed", error=f"{type(e).__name__}: {e}")
     finally:
         for h in [h for h in log.handlers if getattr(h, "baseFilename", None)]: log.removeHandler(h); h.close()
-    return run_dir, update_metrics(run_dir, status="completed", finished=utc_stamp(), duration_s=round(time.time() - t0, 2))
+    return end(status="completed")
+
+def _interrupted(nb:Path, run_dir:Path, end):
+    import logging
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the dying kernel's unretrieved task: no traceback on the console
+    end(status="interrupted"); _never_ran(run_dir/nb.name)
+    raise Interrupted(run_dir) from None
+
+def run_notebook(notebook:str|Path, # a path, or the name of a pipeline in `nbs/pipelines`
+                 params:dict|None=None, # overrides (strings from the CLI, or typed values)
+                 preset:str|None=None, # a named preset from presets.yaml
+                 runs_dir:str|Path="runs", # root of the run directories
+                 progress:bool=True, # papermill's progress bar over cells
+                 log_output:bool=True, # stream cell output to the console
+                ) -> tuple[Path, dict]:
+    "Execute a pipeline notebook into a new run directory; return it and its metrics."
+    nb, values, full = resolve_params(notebook, params, preset)
+    run_dir = make_run_dir(nb.stem, full, writable_dir(runs_dir)).resolve()
+    update_metrics(run_dir, status="running", pipeline=nb.stem, notebook=str(nb), preset=preset, started=utc_stamp())
+    return run_dir, execute(nb, run_dir, values, progress, log_output)
+
+# %% ../nbs/90_cli.ipynb #b2714eba
+def find_run_dir(ref:str|Path, runs_dir:str|Path="runs") -> Path:
+    "The run `ref` names: a run directory, a pipeline name (its newest run), or 'latest' (the newest run of any pipeline)."
+    p = Path(ref)
+    if (p/"params.yaml").exists(): return p.resolve()
+    if p.is_absolute() or len(p.parts) > 1:
+        raise CliError(f"{ref}: not a run directory (no params.yaml in it)")
+    pattern = "*/*/params.yaml" if str(ref) == "latest" else f"{ref}/*/params.yaml"
+    cand = sorted(Path(runs_dir).glob(pattern), key=lambda f: f.parent.name)
+    if not cand: raise CliError(f"{ref!r}: neither a run directory (with params.yaml) nor a pipeline with runs under {runs_dir}")
+    return cand[-1].parent.resolve()
+
+_ATTEMPT_KEYS = ("error", "failed_cell", "failed_cell_source", "failed_line", "failed_line_source", "finished", "duration_s")
+
+def resume_run(ref:str|Path, runs_dir:str|Path="runs", progress:bool=True, log_output:bool=True) -> tuple[Path, dict]:
+    "Re-execute a crashed, failed or interrupted run into its own directory with its recorded parameters."
+    rd = find_run_dir(ref, runs_dir)
+    st, m = run_status(rd), read_metrics(rd) or {}
+    if st == "running": raise CliError(f"{rd}: still running (pid {m.get('pid')} on {m.get('host')}); nothing to resume")
+    if st == "completed": raise CliError(f"{rd}: already completed; nothing to resume")
+    nb = Path(m["notebook"]) if m.get("notebook") and Path(m["notebook"]).exists() else find_notebook(rd.parent.name)
+    try: params = load_yaml(rd/"params.yaml")
+    except ValueError as e: raise CliError(str(e)) from None
+    if not isinstance(params, dict): raise CliError(f"{rd/'params.yaml'}: expected a mapping of parameters")
+    params = check_params(nb, params, notebook_params(nb), where=str(rd/"params.yaml"))
+    save_json({k: v for k, v in m.items() if k not in _ATTEMPT_KEYS} | {"resumed": int(m.get("resumed", 0)) + 1,
+              "resumed_at": utc_stamp(), "pipeline": m.get("pipeline", nb.stem)}, rd/"metrics.json")
+    return rd, execute(nb, rd, params, progress, log_output)
+
+def _same(rd:Path, full:dict) -> bool:
+    try: return load_yaml(rd/"params.yaml") == yaml.safe_load(yaml.safe_dump(full))
+    except (OSError, ValueError): return False
+
+def run_nested(notebook:str|Path, params:dict, runs_dir:str|Path, log=None, kernel_log:str="kernels.log") -> tuple[Path, dict]:
+    "One step of a multi-run experiment under `runs_dir`: reused if done, resumed if not, run if new; a failure raises."
+    import contextlib
+    t0 = time.time()
+    nb, values, full = resolve_params(notebook, params)
+    root = writable_dir(runs_dir)
+    same = [d for d in sorted((root/nb.stem).glob("*/"), key=lambda d: d.name) if _same(d, full)]
+    done = [d for d in same if run_status(d) == "completed"]
+    if done: rd, m = done[-1], read_metrics(done[-1])
+    else:
+        sys.stderr.flush(); saved = os.dup(2)  # the kernels' own stderr (their warnings) goes to a log, not the console
+        with open(root/kernel_log, "a") as f, contextlib.ExitStack() as stack:
+            os.dup2(f.fileno(), 2); stack.callback(lambda: (os.dup2(saved, 2), os.close(saved)))
+            rd, m = (resume_run(same[-1], progress=False, log_output=False) if same
+                     else run_notebook(nb, values, runs_dir=root, progress=False, log_output=False))
+    if m["status"] != "completed": raise RuntimeError(f"{nb.stem} failed ({m.get('error')}); its notebook and log are in {rd}")
+    if log: log.info(f"{nb.stem} {' '.join(f'{k}={v}' for k, v in values.items() if k in ('seed', 'P', 'selection', 'adapter'))} "
+                     f"{'reused' if done else f'done in {time.time() - t0:.0f}s'}: {rd.name}")
+    return rd, m
 
 # %% ../nbs/90_cli.ipynb #666e45f6
 def list_runs(runs_dir:str|Path="runs", pipeline:str|None=None) -> list[dict]:
@@ -128,10 +307,9 @@ def list_runs(runs_dir:str|Path="runs", pipeline:str|None=None) -> list[dict]:
     rows = []
     for mf in sorted(Path(runs_dir).glob("*/*/metrics.json")):
         if pipeline and mf.parent.parent.name != pipeline: continue
-        try: m = load_json(mf)
-        except (OSError, ValueError): m = {"status": "unreadable"}
-        heads = m.get("headline") or []
-        rows.append({"pipeline": mf.parent.parent.name, "run": mf.parent.name, "status": m.get("status", "?"),
+        m = read_metrics(mf.parent) or {}  # one unreadable run does not stop the listing
+        heads = m.get("headline") if isinstance(m.get("headline"), list) else []
+        rows.append({"pipeline": mf.parent.parent.name, "run": mf.parent.name, "status": run_status(mf.parent),
                      "metrics": {k: m[k] for k in heads if k in m}, "path": str(mf.parent)})
     return sorted(rows, key=lambda r: (r["run"], r["pipeline"]))
 
@@ -152,8 +330,7 @@ def runs_table(rows:list[dict]) -> str:
 # %% ../nbs/90_cli.ipynb #b95d99a9
 def demo_entries() -> list[dict]:
     "The pipelines `moe-nb demo` runs, from presets.yaml."
-    f = pipelines_dir()/"presets.yaml"
-    return (yaml.safe_load(f.read_text()) or {}).get("demo", []) if f.exists() else []
+    return _presets_file(pipelines_dir()/"presets.yaml").get("demo", [])
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="moe-nb", description="Run moe_nb pipeline notebooks into run directories.")
@@ -164,6 +341,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", default=None, help="a named preset from presets.yaml")
     r.add_argument("--runs-dir", default="runs")
     r.add_argument("--quiet", action="store_true", help="do not stream cell output")
+    s = sub.add_parser("resume", help="re-execute a crashed, failed or interrupted run into its own directory")
+    s.add_argument("run", help="a run directory, a pipeline name (its newest run), or latest")
+    s.add_argument("--runs-dir", default="runs"); s.add_argument("--quiet", action="store_true", help="do not stream cell output")
     l = sub.add_parser("runs", help="list runs")
     l.add_argument("--runs-dir", default="runs"); l.add_argument("--pipeline", default=None)
     sub.add_parser("pipelines", help="list pipeline notebooks and their presets")
@@ -177,7 +357,8 @@ def _report(run_dir:Path, m:dict) -> str:
     if m["status"] == "completed":
         heads = " ".join(f"{k}={_fmt(m[k])}" for k in m.get("headline", []) if k in m)
         return f"run completed in {m['duration_s']}s: {run_dir}\n{heads}"
-    cell = f" in cell {m['failed_cell']} ({m.get('failed_cell_source', '')})" if "failed_cell" in m else ""
+    line = f", line {m['failed_line']}" if m.get("failed_line") else ""
+    cell = f" in cell {m['failed_cell']}{line} ({m.get('failed_line_source') or m.get('failed_cell_source', '')})" if "failed_cell" in m else ""
     return f"run FAILED{cell}: {m.get('error')}\nexecuted notebook and log: {run_dir}"
 
 def main(argv:list[str]|None=None) -> int:
@@ -192,6 +373,9 @@ def main(argv:list[str]|None=None) -> int:
                 if k in params: raise CliError(f"-p {k} is given twice")
                 params[k] = v
             rd, m = run_notebook(args.notebook, params, args.preset, args.runs_dir, log_output=not args.quiet)
+            print(_report(rd, m)); return 0 if m["status"] == "completed" else 1
+        if args.cmd == "resume":
+            rd, m = resume_run(args.run, args.runs_dir, log_output=not args.quiet)
             print(_report(rd, m)); return 0 if m["status"] == "completed" else 1
         if args.cmd == "runs":
             rows = list_runs(args.runs_dir, args.pipeline)
@@ -213,6 +397,11 @@ def main(argv:list[str]|None=None) -> int:
             return 0 if all(r["status"] == "completed" for r in rows) else 1
     except CliError as e:
         print(f"moe-nb: error: {e}", file=sys.stderr); return 2
+    except Interrupted as e:
+        print(f"moe-nb: interrupted; {e.run_dir} is marked interrupted (continue it with `moe-nb resume {e.run_dir}`)", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("moe-nb: interrupted", file=sys.stderr); return 130
     return 0
 
 # %% ../nbs/90_cli.ipynb #923dfc75

@@ -6,21 +6,22 @@ Docs: https://moe-nb.github.io/moe_nb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #84cc65c9
 from __future__ import annotations
-import os, sys, json, random, shutil, hashlib, logging, tempfile, difflib, dataclasses, types
+import os, sys, json, math, random, shutil, socket, hashlib, logging, tempfile, threading, time, difflib, dataclasses, types
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
 import yaml
 
 # %% auto #0
-__all__ = ['get_device', 'get_dtype', 'precision_name', 'seed_everything', 'ConfigError', 'check_value', 'Config', 'atomic_open',
-           'save_json', 'load_json', 'save_jsonl', 'save_yaml', 'load_yaml', 'save_tensors', 'load_tensors',
-           'atomic_dir', 'save_figure', 'param_hash', 'utc_stamp', 'make_run_dir', 'update_metrics', 'open_run',
-           'find_run', 'get_logger']
+__all__ = ['HEARTBEAT', 'STALE_AFTER_S', 'get_device', 'get_dtype', 'precision_name', 'seed_everything', 'ConfigError',
+           'check_value', 'Config', 'atomic_open', 'save_json', 'load_json', 'save_jsonl', 'save_yaml', 'load_yaml',
+           'save_tensors', 'load_tensors', 'append_jsonl', 'read_jsonl_log', 'atomic_dir', 'cached', 'save_figure',
+           'param_hash', 'utc_stamp', 'make_run_dir', 'update_metrics', 'open_run', 'heartbeat', 'read_metrics',
+           'run_status', 'find_run', 'get_logger']
 
 # %% ../nbs/00_core.ipynb #d74d8e3f
 def get_device(pref:str|torch.device|None="auto", # "auto", "cpu", "cuda", "cuda:1", "mps"
@@ -86,6 +87,8 @@ def check_value(name:str, # the parameter's name, for the error message
     def fail(): raise ConfigError(f"{where}: parameter {name!r} expects {_tname(tp)}, got {value!r} ({type(value).__name__})")
     origin, args = get_origin(tp), get_args(tp)
     if tp is Any: return value
+    if isinstance(value, float) and not math.isfinite(value) and (tp is float or float in args):
+        raise ConfigError(f"{where}: parameter {name!r} expects a finite number, got {value!r}")
     if tp is type(None): return value if value is None else fail()
     if origin in (Union, types.UnionType):
         for a in args:
@@ -94,7 +97,9 @@ def check_value(name:str, # the parameter's name, for the error message
         fail()
     if origin is Literal: return value if value in args else fail()
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool): return float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value): raise ConfigError(f"{where}: parameter {name!r} expects a finite number, got {value!r}")
+            return float(value)
         fail()
     if tp is int: return value if isinstance(value, int) and not isinstance(value, bool) else fail()
     if tp in (str, bool): return value if isinstance(value, tp) else fail()
@@ -118,6 +123,10 @@ def check_value(name:str, # the parameter's name, for the error message
 @dataclasses.dataclass
 class Config:
     "Base class for typed configs: defaults, then YAML, then keyword overrides, all validated."
+    def __post_init__(self):
+        "Check every field against its annotation, however the config was built (subclasses call this first)."
+        for k, tp in self.fields().items(): setattr(self, k, check_value(k, getattr(self, k), tp, type(self).__name__))
+
     @classmethod
     def fields(cls) -> dict:
         "Field name -> resolved annotation."
@@ -169,6 +178,9 @@ def _fsync_dir(d:Path):
         finally: os.close(fd)
     except OSError: pass  # some filesystems (and Windows) cannot fsync a directory
 
+def _umask() -> int:
+    m = os.umask(0); os.umask(m); return m
+
 @contextmanager
 def atomic_open(path:str|Path, # the final file
                 mode:str="w", # "w" (text) or "wb" (bytes)
@@ -178,6 +190,7 @@ def atomic_open(path:str|Path, # the final file
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # what a plain open() would give (mkstemp makes the file private)
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
@@ -194,8 +207,9 @@ def save_json(obj, path:str|Path, indent:int=2) -> Path:
     return Path(path)
 
 def load_json(path:str|Path):
-    "Read a JSON file."
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    "Read a JSON file; an error names the file."
+    try: return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 def save_jsonl(records, path:str|Path) -> Path:
     "Write an iterable of dicts as JSON lines, atomically."
@@ -209,8 +223,9 @@ def save_yaml(obj, path:str|Path) -> Path:
     return Path(path)
 
 def load_yaml(path:str|Path):
-    "Read a YAML file."
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    "Read a YAML file (safely: no Python tags); an error names the file."
+    try: return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not valid YAML ({e})") from None
 
 def save_tensors(tensors:dict, path:str|Path, metadata:dict|None=None) -> Path:
     "Write a dict of tensors as safetensors, atomically (`metadata` values become strings)."
@@ -221,9 +236,40 @@ def save_tensors(tensors:dict, path:str|Path, metadata:dict|None=None) -> Path:
     return Path(path)
 
 def load_tensors(path:str|Path, device:str="cpu") -> dict:
-    "Read a safetensors file into a dict of tensors."
+    "Read a safetensors file into a dict of tensors; a missing, truncated or corrupt file is an error naming it."
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
-    return load_file(str(path), device=device)
+    if not Path(path).is_file(): raise FileNotFoundError(f"{path}: no such safetensors file")
+    try: return load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file: truncated or corrupt ({e})") from None
+
+def append_jsonl(obj, path:str|Path) -> Path:
+    "Append one JSON line to an append-only log; a torn last line (a write cut short by a crash) is cut off first."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell():
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":  # torn: keep what ends at the last newline
+                f.seek(0); data = f.read(); f.truncate(data.rfind(b"\n") + 1)
+        f.seek(0, os.SEEK_END)
+        f.write((json.dumps(obj, ensure_ascii=False, default=str) + "\n").encode()); f.flush()
+    return path
+
+def read_jsonl_log(path:str|Path) -> list[dict]:
+    "The rows of an append-only JSONL log: a torn last line is dropped, a bad line before it is an error naming it."
+    path = Path(path)
+    if not path.exists(): return []
+    lines = path.read_bytes().split(b"\n")
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip(): continue
+        try: rows.append(json.loads(line))
+        except (ValueError, UnicodeDecodeError):
+            if not any(l.strip() for l in lines[i + 1:]): break  # the last line, torn by a crash
+            raise ValueError(f"{path}:{i + 1}: not a JSON line, and not the last one (the log is damaged)") from None
+    return rows
 
 # %% ../nbs/00_core.ipynb #d686e539
 @contextmanager
@@ -234,6 +280,7 @@ def atomic_dir(path:str|Path, overwrite:bool=False):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if path.exists():
             old = tmp.with_name(tmp.name + ".old"); os.replace(path, old); shutil.rmtree(old)
@@ -242,6 +289,32 @@ def atomic_dir(path:str|Path, overwrite:bool=False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+# %% ../nbs/00_core.ipynb #9603ce25
+def cached(d:str|Path, # the cache entry (a directory)
+           build:Callable[[Path], None], # writes the entry into the directory it is given
+           load:Callable[[Path], Any], # reads the entry; raises if it is damaged
+           what:str="cache entry"):
+    "`load(d)`, building `d` first if it is missing, and rebuilding it once if it cannot be loaded."
+    d = Path(d)
+    for attempt in (0, 1):
+        if not d.exists():
+            try:
+                d.parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=f".{d.name}.build-"))
+            except OSError as e: raise RuntimeError(f"cannot write the {what} {d}: {e.strerror} (cache directory {d.parent})") from None
+            try: build(tmp); tmp.rename(d)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not d.exists(): raise
+            except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
+        try: return load(d)
+        except Exception as e:
+            if attempt: raise RuntimeError(f"the {what} {d} cannot be loaded even after a rebuild ({type(e).__name__}: {e}); "
+                                           f"check the cache directory {d.parent}") from e
+            logging.getLogger("moe_nb").warning(f"the {what} {d} is damaged ({type(e).__name__}: {str(e)[:200]}); rebuilding it")
+            aside = d.with_name(f".{d.name}.damaged-{os.getpid()}")
+            os.replace(d, aside); shutil.rmtree(aside, ignore_errors=True)
 
 # %% ../nbs/00_core.ipynb #93db7aea
 def save_figure(fig, path:str|Path, dpi:int=110) -> Path:
@@ -287,6 +360,42 @@ def open_run(pipeline:str, params:dict, run_dir:str|Path|None=None, runs_dir:str
     update_metrics(d, status="interactive", pipeline=pipeline, started=utc_stamp())  # nobody will mark it completed
     return d
 
+# %% ../nbs/00_core.ipynb #abb34f41
+HEARTBEAT, STALE_AFTER_S = "heartbeat", 120.0
+
+@contextmanager
+def heartbeat(run_dir:str|Path, every:float=10.0):
+    "While the block runs, touch `run_dir/heartbeat` every `every` seconds from a daemon thread."
+    hb, stop = Path(run_dir)/HEARTBEAT, threading.Event()
+    def beat():
+        while not stop.wait(every): hb.touch()
+    hb.touch()
+    th = threading.Thread(target=beat, daemon=True, name="moe_nb-heartbeat"); th.start()
+    try: yield hb
+    finally: stop.set(); th.join()
+
+def read_metrics(run_dir:str|Path) -> dict|None:
+    "A run's `metrics.json` as a dict, or None if it is missing, unreadable or not a JSON object."
+    try: m = load_json(Path(run_dir)/"metrics.json")
+    except (OSError, ValueError): return None
+    return m if isinstance(m, dict) else None
+
+def _alive(pid:int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass  # someone else's process: it exists
+    return True
+
+def run_status(run_dir:str|Path, stale_after:float=STALE_AFTER_S) -> str:
+    "The recorded status of a run, except 'crashed' for a 'running' run whose process is gone or whose heartbeat stopped."
+    m = read_metrics(run_dir)
+    if m is None: return "unreadable"
+    if m.get("status") != "running": return str(m.get("status", "unknown"))
+    hb = Path(run_dir)/HEARTBEAT
+    alive = hb.exists() and time.time() - hb.stat().st_mtime < stale_after
+    if m.get("host") == socket.gethostname() and isinstance(m.get("pid"), int): alive = alive and _alive(m["pid"])
+    return "running" if alive else "crashed"
+
 # %% ../nbs/00_core.ipynb #d2980d31
 def find_run(ref:str|Path, # a run directory, or "latest"
              pipeline:str, # the pipeline that made it, e.g. "select_moe_warmup"
@@ -300,10 +409,7 @@ def find_run(ref:str|Path, # a run directory, or "latest"
         return d
     root = Path(near).resolve().parent.parent if near else Path(runs_dir)
     for d in sorted((root/pipeline).glob("*/"), key=lambda d: d.name, reverse=True):
-        mf = d/"metrics.json"
-        try: status = load_json(mf).get("status") if mf.exists() else None
-        except ValueError: continue
-        if status in ("completed", "interactive") and (d/needs).exists(): return d
+        if run_status(d) in ("completed", "interactive") and (d/needs).exists(): return d
     raise FileNotFoundError(f"'latest': no finished {pipeline} run with {needs} under {root/pipeline}; "
                             f"run `moe-nb run {pipeline}` first or pass a run directory")
 

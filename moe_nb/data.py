@@ -6,14 +6,14 @@ Docs: https://moe-nb.github.io/moe_nb/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #a75d9c46
 from __future__ import annotations
-import ast, json, random, sysconfig, inspect, hashlib, shutil, tempfile
+import ast, json, random, sysconfig, inspect, hashlib
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from .core import save_jsonl
+from .core import save_jsonl, cached
 
 # %% auto #0
 __all__ = ['ROLES', 'DOMAINS', 'SOURCES', 'CORRUPTIONS', 'EOS', 'PAD', 'FORMAT_TOKENS', 'SPECIAL_TOKENS', 'TEMPLATES',
@@ -33,7 +33,7 @@ def record_problem(obj, kind:Literal["messages", "text"]) -> str|None:
     if not isinstance(obj, dict): return f"expected a JSON object, got {type(obj).__name__}"
     if kind == "text":
         if not isinstance(obj.get("text"), str): return "expected a string field 'text'"
-        return None
+        return None if obj["text"].strip() else "the text is empty"
     msgs = obj.get("messages")
     if not isinstance(msgs, list) or not msgs: return "expected a non-empty list field 'messages'"
     for i, m in enumerate(msgs):
@@ -41,13 +41,14 @@ def record_problem(obj, kind:Literal["messages", "text"]) -> str|None:
         if m.get("role") not in ROLES: return f"messages[{i}].role is {m.get('role')!r}, expected one of {ROLES}"
         if not isinstance(m.get("content"), str): return f"messages[{i}].content is not a string"
     if not any(m["role"] == "assistant" for m in msgs): return "no assistant message"
+    if not any(m["content"].strip() for m in msgs): return "every message is empty"
     return None
 
 # %% ../nbs/01_data.ipynb #717a8f5b
 class Records(list):
     "A list of records that remembers where they came from and what was skipped."
-    def __init__(self, items=(), source:str="", errors:list|None=None):
-        super().__init__(items); self.source, self.errors = source, errors or []
+    def __init__(self, items=(), source:str="", errors:list|None=None, ignored:list|None=None):
+        super().__init__(items); self.source, self.errors, self.ignored = source, errors or [], ignored or []
     @property
     def n_skipped(self): return len(self.errors)
 
@@ -56,6 +57,13 @@ def _fill(rec:dict, kind:str, dataset:str, n:int) -> dict:
         rec.setdefault("dataset", dataset)
         rec.setdefault("id", f"{rec['dataset']}_{n}")
     return rec
+
+def _json_line(raw:bytes) -> tuple[object, str|None]:
+    "One line of a JSONL file: (the object, None), or (None, what is wrong with it)."
+    try: line = raw.decode("utf-8")
+    except UnicodeDecodeError as e: return None, f"not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"
+    try: return json.loads(line), None
+    except json.JSONDecodeError as e: return None, f"invalid JSON ({e.msg} at column {e.colno})"
 
 def read_jsonl(path:str|Path, # a .jsonl file
                kind:Literal["auto", "messages", "text"]="auto", # record kind to validate against
@@ -66,12 +74,11 @@ def read_jsonl(path:str|Path, # a .jsonl file
     if on_error not in ("raise", "skip"): raise ValueError(f"on_error={on_error!r}: expected 'raise' or 'skip'")
     if not path.exists(): raise FileNotFoundError(f"{path}: no such data file")
     out = Records(source=str(path))
-    with open(path, encoding="utf-8") as f:
-        for ln, line in enumerate(f, 1):
-            if not line.strip(): continue
-            try: obj = json.loads(line)
-            except json.JSONDecodeError as e: problem = f"invalid JSON ({e.msg} at column {e.colno})"
-            else:
+    with open(path, "rb") as f:
+        for ln, raw in enumerate(f, 1):
+            if not raw.strip(): continue
+            obj, problem = _json_line(raw)
+            if problem is None:
                 if kind == "auto" and isinstance(obj, dict): kind = "messages" if "messages" in obj else "text"
                 problem = record_problem(obj, "messages" if kind == "auto" else kind)
             if problem is None: out.append(_fill(obj, kind, path.stem, ln)); continue
@@ -90,7 +97,12 @@ def load_records(source:str|Path, # a .jsonl file, a directory of them, or a `da
     p = Path(source)
     if p.is_file(): return read_jsonl(p, kind, on_error)
     if p.is_dir() and list(p.glob("*.jsonl")):
-        out = Records(source=str(p))
+        out = Records(source=str(p), ignored=sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix != ".jsonl"
+                                                     and not f.name.startswith(".")))
+        if out.ignored:
+            import warnings
+            warnings.warn(f"{p}: read the *.jsonl files only; ignored {len(out.ignored)} other file(s): "
+                          f"{', '.join(Path(f).name for f in out.ignored[:5])}", stacklevel=2)
         for f in sorted(p.glob("*.jsonl")):
             r = read_jsonl(f, kind, on_error); out.extend(r); out.errors.extend(r.errors)
         return out
@@ -330,17 +342,12 @@ def get_tokenizer(name_or_path:str|Path|None=None, # None: the embedded tokenize
     import sys, moe_nb
     key = hashlib.sha256(json.dumps([vocab_size, template, moe_nb.__version__, sys.version_info[:2]]).encode()).hexdigest()[:12]
     d = Path(cache_dir or _cache_root())/f"tokenizer-{vocab_size}-{key}"
-    if not (d/"tokenizer.json").exists():
+    def build(tmp:Path):
         corpus = embedded_corpus(400, seed=0)
         recs, _ = embedded_instructions(2000, bad_fraction=0.0, seed=0)
         texts = [t for docs in corpus.values() for t in docs] + [m["content"] for r in recs for m in r["messages"]]
-        tok = train_tokenizer(texts, vocab_size, template)
-        d.parent.mkdir(parents=True, exist_ok=True)
-        tmpd = Path(tempfile.mkdtemp(dir=d.parent, prefix=".tok-"))
-        tok.save_pretrained(tmpd)
-        try: tmpd.rename(d)
-        except OSError: shutil.rmtree(tmpd, ignore_errors=True)  # another process got there first
-    return AutoTokenizer.from_pretrained(d)
+        train_tokenizer(texts, vocab_size, template).save_pretrained(tmp)
+    return cached(d, build, AutoTokenizer.from_pretrained, what="embedded tokenizer")
 
 # %% ../nbs/01_data.ipynb #65e2309e
 def _pieces(m:dict, template:str, eos:str) -> tuple[str, str, str]:

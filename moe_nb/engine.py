@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from .core import (Config, ConfigError, get_device, get_dtype, precision_name,
-                         save_tensors, load_tensors, save_json, load_json, atomic_open, get_logger)
+                         save_tensors, load_tensors, save_json, load_json, atomic_open, get_logger,
+                         append_jsonl, read_jsonl_log)
 
 # %% auto #0
 __all__ = ['TRACKERS', 'TrainConfig', 'lr_factor', 'count_params', 'set_trainable', 'param_groups', 'add_lora', 'model_loss',
@@ -46,7 +47,7 @@ class TrainConfig(Config):
     seed: int = 0
     log_every: int = 10
     eval_every: int = 0             # 0: evaluate only at the end (if eval data is given)
-    save_every: int = 0             # 0: checkpoint only at the end
+    save_every: int|None = None     # None: every tenth of the steps (a kill loses little); 0: only at the end
     keep_checkpoints: int = 2
     save_frozen: bool = False       # also store frozen parameters in checkpoints
     nan_guard: bool = True
@@ -54,9 +55,19 @@ class TrainConfig(Config):
     progress: bool = True
     cpu: bool = False               # force the CPU even when a GPU is present
     def __post_init__(self):
+        super().__post_init__()
         for k in ("steps", "batch_size", "grad_accum"):
             if getattr(self, k) < 1: raise ConfigError(f"parameter {k!r} must be >= 1, got {getattr(self, k)}")
         if self.lr <= 0: raise ConfigError(f"parameter 'lr' must be > 0, got {self.lr}")
+        for k in ("weight_decay", "min_lr_ratio", "warmup_steps", "eval_every"):
+            if getattr(self, k) < 0: raise ConfigError(f"parameter {k!r} must be >= 0, got {getattr(self, k)}")
+        if not all(0 <= b < 1 for b in self.betas): raise ConfigError(f"parameter 'betas' must be in [0, 1), got {self.betas}")
+        if self.clip_norm is not None and self.clip_norm <= 0: raise ConfigError(f"parameter 'clip_norm' must be > 0 or None, got {self.clip_norm}")
+        if not 0 < self.decay_fraction <= 1: raise ConfigError(f"parameter 'decay_fraction' must be in (0, 1], got {self.decay_fraction}")
+        if self.log_every < 1 or self.keep_checkpoints < 1:
+            raise ConfigError(f"parameters 'log_every' and 'keep_checkpoints' must be >= 1, got {self.log_every}, {self.keep_checkpoints}")
+        if self.save_every is None: self.save_every = max(1, self.steps // 10)
+        if self.save_every < 0: raise ConfigError(f"parameter 'save_every' must be >= 0 (0: only at the end), got {self.save_every}")
         if not 0 <= self.warmup_steps <= self.steps: raise ConfigError(f"parameter 'warmup_steps' must be in [0, steps={self.steps}], got {self.warmup_steps}")
         if self.tracker not in TRACKERS: raise ConfigError(f"parameter 'tracker' must be one of {list(TRACKERS)}, got {self.tracker!r}")
         pkg = TRACKERS[self.tracker]
@@ -251,9 +262,12 @@ def save_checkpoint(self:Trainer) -> Path:
     root = self.run_dir/"checkpoints"; final = root/f"step-{self.step:07d}"
     tmp = root/f".tmp-step-{self.step:07d}"
     self.acc.wait_for_everyone()
+    w = _weights(self.unwrapped, self.cfg.save_frozen)
+    bad = [n for n, t in w.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad: raise NonFiniteLossError(f"refusing to checkpoint step {self.step}: non-finite weights in {bad[:3]}")
     if self.is_main:
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-        save_tensors(_weights(self.unwrapped, self.cfg.save_frozen), tmp/"model.safetensors", {"step": self.step})
+        save_tensors(w, tmp/"model.safetensors", {"step": self.step})
         torch.save(self.opt.state_dict(), tmp/"optimizer.pt"); torch.save(self.sched.state_dict(), tmp/"scheduler.pt")
     self.acc.wait_for_everyone()
     torch.save(_rng_state(), tmp/f"rng-{self.acc.process_index}.pt")
@@ -268,26 +282,38 @@ def save_checkpoint(self:Trainer) -> Path:
     self.acc.wait_for_everyone()
     return final
 
+def _load_state(f:Path):
+    "A checkpoint's optimizer, scheduler or RNG state: tensors and plain data only (never pickled objects); errors name the file."
+    try: return torch.load(f, weights_only=True, map_location="cpu")
+    except FileNotFoundError: raise FileNotFoundError(f"{f}: missing from the checkpoint") from None
+    except Exception as e: raise ValueError(f"{f}: cannot be read ({type(e).__name__}: {str(e)[:200]}); resume from another checkpoint") from None
+
 def load_checkpoint(self:Trainer, path:str|Path):
     "Restore weights, optimizer, scheduler, RNG and hook states, and the step from a checkpoint directory."
     path = Path(path)
     if not (path/"trainer_state.json").exists(): raise FileNotFoundError(f"{path}: not a complete checkpoint (no trainer_state.json)")
     st = load_json(path/"trainer_state.json")
+    if st.get("step", 0) > self.cfg.steps:
+        raise ValueError(f"{path}: a checkpoint at step {st['step']}, past this run's steps={self.cfg.steps}; "
+                         f"raise steps to continue it, or start a new run directory")
     w = load_tensors(path/"model.safetensors")
+    bad = [n for n, t in w.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad: raise ValueError(f"{path/'model.safetensors'}: non-finite weights in {bad[:3]}; resume from an earlier checkpoint")
     missing = [n for n, p in self.unwrapped.named_parameters() if p.requires_grad and n not in w]
     if missing: raise ValueError(f"{path/'model.safetensors'}: no weights for trainable parameters {missing[:5]}")
     self.unwrapped.load_state_dict(w, strict=False)
     if self.acc.distributed_type.name == "DEEPSPEED": self.acc.load_state(str(path/"accelerate"))
     else:
-        self.opt.load_state_dict(torch.load(path/"optimizer.pt", weights_only=True, map_location="cpu"))
-    self.sched.load_state_dict(torch.load(path/"scheduler.pt", weights_only=True))
+        self.opt.load_state_dict(_load_state(path/"optimizer.pt"))
+    self.sched.load_state_dict(_load_state(path/"scheduler.pt"))
     rng = path/f"rng-{self.acc.process_index}.pt"
-    if rng.exists(): _set_rng_state(torch.load(rng, weights_only=True))
+    if rng.exists(): _set_rng_state(_load_state(rng))
     for h, s in zip(self.hooks, st["hooks"]): h.load_state_dict(s)
     self.step, self.tokens = st["step"], st["tokens"]
-    if self.is_main and self.metrics_path.exists():  # drop lines logged after the checkpoint (they will be redone)
-        keep = [l for l in self.metrics_path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= self.step]
-        with atomic_open(self.metrics_path) as f: f.write("".join(l + "\n" for l in keep))
+    if self.is_main and self.metrics_path.exists():  # drop rows logged after the checkpoint (they will be redone) and a torn last line
+        keep = [r for r in read_jsonl_log(self.metrics_path) if r.get("step", 0) <= self.step]
+        with atomic_open(self.metrics_path) as f: f.write("".join(json.dumps(r) + "\n" for r in keep))
+        self.history = keep  # fit() returns the whole run's rows, not only those after the resume
     self.log.info(f"resumed from {path} at step {self.step}")
 
 Trainer.save_checkpoint, Trainer.load_checkpoint = save_checkpoint, load_checkpoint
@@ -320,10 +346,20 @@ def _nonfinite(self:Trainer, what:str, value:float, step:int):
     self.log.error(msg)
     raise NonFiniteLossError(msg)
 
+def _check_update(self:Trainer, params:list, step:int):
+    "After the optimizer step: a finite loss and gradient can still give non-finite weights (an overflow); never keep those."
+    if torch.isfinite(torch.stack(torch._foreach_norm([p.detach() for p in params]))).all(): return
+    ck = latest_checkpoint(self.run_dir)
+    msg = (f"the update of step {step + 1} made the weights non-finite; training stopped without saving them. The last good state "
+           f"is {ck} (step {ck.name.split('-')[-1].lstrip('0') or 0})" if ck else f"the update of step {step + 1} made the weights "
+           f"non-finite; training stopped without saving them (no checkpoint was written before)")
+    self.log.error(msg)
+    raise NonFiniteLossError(msg)
+
 def _write_metrics(self:Trainer, logs:dict):
     self.history.append(logs)
     if not self.is_main: return
-    with open(self.metrics_path, "a", encoding="utf-8") as f: f.write(json.dumps(logs) + "\n")
+    append_jsonl(logs, self.metrics_path)
     if self.cfg.tracker != "none": self.acc.log({k: v for k, v in logs.items() if isinstance(v, (int, float))}, step=logs["step"])
 
 def fit(self:Trainer, resume:str|Path|bool|None="auto") -> list[dict]:
@@ -332,6 +368,7 @@ def fit(self:Trainer, resume:str|Path|bool|None="auto") -> list[dict]:
     cfg, acc = self.cfg, self.acc
     ck = latest_checkpoint(self.run_dir) if resume == "auto" else (Path(resume) if resume else None)
     if ck is not None: self.load_checkpoint(ck)
+    elif self.is_main and self.metrics_path.exists(): self.metrics_path.unlink()  # rows of an attempt that left no checkpoint
     if cfg.tracker != "none":
         kw = {"wandb": {"dir": str(self.run_dir), "mode": os.environ.get("WANDB_MODE", "offline")}} if cfg.tracker == "wandb" else {}
         acc.init_trackers(self.run_dir.name, config={k: str(v) for k, v in cfg.to_dict().items()}, init_kwargs=kw)
@@ -363,6 +400,7 @@ def fit(self:Trainer, resume:str|Path|bool|None="auto") -> list[dict]:
         if cfg.nan_guard and not math.isfinite(gn): _nonfinite(self, "gradient norm", gn, step)
         lr = self.sched.get_last_lr()[0]
         self.opt.step(); self.sched.step(); self.opt.zero_grad(set_to_none=True)
+        if cfg.nan_guard: _check_update(self, params, step)
         self.step += 1
         logs = {"step": self.step, **terms, "lr": lr, "grad_norm": gn, "tokens": self.tokens}
         for h in self.hooks: h.on_step_end(self, self.step, logs)
@@ -382,7 +420,7 @@ def fit(self:Trainer, resume:str|Path|bool|None="auto") -> list[dict]:
         if (cfg.save_every and self.step % cfg.save_every == 0) or last: self.save_checkpoint()
         bar.update(1)
     bar.close()
-    if cfg.tracker != "none": acc.end_training()
+    for tr in acc.trackers: tr.finish()  # not acc.end_training(): that also ends the process group, which the caller may still use
     return self.history
 Trainer.fit = fit
 

@@ -131,10 +131,9 @@ def check_tasks(tasks:list[str], task_dirs:list[str|Path]=()):
 
 # %% ../nbs/06_eval.ipynb #34294887
 from lm_eval.api.model import TemplateLM
-from lm_eval.api.registry import register_model
+from lm_eval.api.registry import model_registry
 import lm_eval.models  # noqa: F401  (lm-eval's own models first: its registry loads them only while it is empty)
 
-@register_model("moe_nb")
 class MoeNbLM(TemplateLM):
     "lm-eval model for any torch causal LM returning logits."
     def __init__(self, model:nn.Module|None=None, tokenizer=None, batch_size:int=8, max_length:int=512,
@@ -206,6 +205,8 @@ class MoeNbLM(TemplateLM):
             for u in until: text = text.split(u)[0]
             out.append(text)
         return out
+
+model_registry.register("moe_nb", target="moe_nb.eval:MoeNbLM")  # by name: the same registration wherever this code runs
 
 # %% ../nbs/06_eval.ipynb #92ba1ce0
 def results_table(results:dict) -> list[dict]:

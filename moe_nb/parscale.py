@@ -22,6 +22,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2ForCausalL
 from transformers.utils import can_return_tuple
 
 from .engine import Hook
+from .zoo import refuse_pickles
 
 # %% auto #0
 __all__ = ['PARSCALE_TRAINABLE', 'Qwen2ParScaleConfig', 'ParScaleLayer', 'ParScaleCache', 'Qwen2ParScaleModel',
@@ -268,7 +269,8 @@ def load_parscale(path:str|Path, P:int|None=None, **kw) -> Qwen2ParScaleForCausa
     cfg = AutoConfig.from_pretrained(path, trust_remote_code=False)
     if cfg.model_type != "qwen2_parscale": raise ValueError(f"{path}: a {cfg.model_type!r} checkpoint, not a ParScale ('qwen2_parscale') one")
     if P is not None and cfg.parscale_n != P: raise ValueError(f"{path}: the checkpoint has P={cfg.parscale_n} streams; expected P={P}")
-    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, **kw)
+    refuse_pickles(str(path))
+    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, use_safetensors=True, **kw)
 
 # %% ../nbs/40_parscale.ipynb #a8f90907
 PARSCALE_TRAINABLE = [r"prefix_[kv]$", r"aggregate_layer\."]

@@ -48,6 +48,7 @@ class PolyConfig(Config):
     attn_impl: Literal["auto", "sdpa", "flash"] = "auto"  # auto: flash-attn varlen on CUDA when installed
     ce_chunk: int = 2048              # rows per chunk of the output head + cross-entropy
     def __post_init__(self):
+        super().__post_init__()
         for k in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_seq_len", "ce_chunk"):
             if getattr(self, k) < 1: raise ConfigError(f"PolyConfig: parameter {k!r} must be >= 1, got {getattr(self, k)}")
         if self.d_model % self.n_heads:

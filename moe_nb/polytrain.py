@@ -47,6 +47,7 @@ class PretrainConfig(Config):
     train: dict = field(default_factory=dict)          # TrainConfig fields
     seed: int = 0
     def __post_init__(self):
+        super().__post_init__()
         if self.ffn not in ("polyglu", "swiglu"): raise ConfigError(f"parameter 'ffn' must be 'polyglu' or 'swiglu', got {self.ffn!r}")
         if self.n_eval_blocks < 1: raise ConfigError(f"parameter 'n_eval_blocks' must be >= 1, got {self.n_eval_blocks}")
         poly_config(self.preset, **self.model)
@@ -152,6 +153,11 @@ class PolySftConfig(Config):
     template: str = "chatml"
     train: dict = field(default_factory=dict)          # TrainConfig fields
     seed: int = 0
+    def __post_init__(self):
+        super().__post_init__()
+        if self.n_eval < 1: raise ConfigError(f"parameter 'n_eval' must be >= 1, got {self.n_eval}")
+        if self.max_len < 2: raise ConfigError(f"parameter 'max_len' must be >= 2, got {self.max_len}")
+        TrainConfig.from_dict(self.train, where="parameter 'train'")
 
 def sft_records(cfg:PolySftConfig) -> list[dict]:
     "The conversations of an SFT config."

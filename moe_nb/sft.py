@@ -50,10 +50,11 @@ class SftConfig(Config):
     template: str = "tulu"
     precision: str = "auto"
     seed: int = 0
-    save_every: int = 0                # 0: at the end (and halfway)
+    save_every: int = 0                # 0: every tenth of the steps (the engine's default)
     cpu: bool = False
     tracker: str = "tensorboard"       # a TrainConfig tracker: tensorboard | wandb | trackio | none
     def __post_init__(self):
+        super().__post_init__()
         if self.lora_r < 1: raise ConfigError(f"parameter 'lora_r' must be >= 1, got {self.lora_r}")
         if not self.epochs > 0: raise ConfigError(f"parameter 'epochs' must be > 0, got {self.epochs}")
         if not 0 <= self.warmup_ratio < 1: raise ConfigError(f"parameter 'warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
@@ -88,7 +89,7 @@ def finetune(model:nn.Module, tok, records:list[dict], cfg:SftConfig, run_dir:st
     tcfg = TrainConfig(steps=steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, lr=cfg.lr,
                        warmup_steps=int(cfg.warmup_ratio * steps), schedule=cfg.schedule, weight_decay=cfg.weight_decay,
                        precision=cfg.precision, seed=cfg.seed, log_every=max(1, steps // 50),
-                       save_every=cfg.save_every or max(1, steps // 2), cpu=cfg.cpu, progress=False, tracker=cfg.tracker)
+                       save_every=cfg.save_every or None, cpu=cfg.cpu, progress=False, tracker=cfg.tracker)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     trainer = Trainer(peft_model, tcfg, train, run_dir=run_dir, collate_fn=lambda ex: collate(ex, pad), hooks=hooks)
     hist = trainer.fit()
@@ -127,7 +128,9 @@ def check_adapter(adapter_dir:str|Path, base:nn.Module, base_name:str="the base 
     if info.get("model_type") and mt and info["model_type"] != mt:
         raise ValueError(f"adapter {d} was trained on a {info['model_type']!r} model ({info.get('base_model') or 'unnamed'}); {base_name} is a {mt!r} model")
     mods = dict(base.named_modules())
-    with safe_open(str(wf), framework="pt") as f:
+    try: f = safe_open(str(wf), framework="pt")
+    except Exception as e: raise ValueError(f"{wf}: not a readable safetensors file: truncated or corrupt ({e})") from None
+    with f:
         for k in f.keys():
             if ".lora_A" not in k and ".lora_B" not in k: continue
             path, kind = k.removeprefix("base_model.model.").split(".lora_")

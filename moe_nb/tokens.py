@@ -6,7 +6,7 @@ Docs: https://moe-nb.github.io/moe_nb/tokens.html.md"""
 
 # %% ../nbs/02_tokens.ipynb #27c68470
 from __future__ import annotations
-import hashlib, itertools, json
+import hashlib, itertools, json, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
@@ -18,8 +18,9 @@ from .core import atomic_open, save_json, load_json
 from .data import DataError, DOMAINS, embedded_corpus, load_records
 
 # %% auto #0
-__all__ = ['MANIFEST_FORMAT', 'SEED_MIX', 'source_docs', 'tokenizer_fingerprint', 'write_token_shards', 'TokenShards',
-           'doc_ids_from_eos', 'PackedBlocks', 'MixSchedule', 'MixedTokens', 'tokenize_sources', 'open_blocks']
+__all__ = ['MANIFEST_FORMAT', 'SEED_MIX', 'source_docs', 'tokenizer_fingerprint', 'write_token_shards', 'verify_shards',
+           'TokenShards', 'doc_ids_from_eos', 'PackedBlocks', 'MixSchedule', 'MixedTokens', 'tokenize_sources',
+           'open_blocks']
 
 # %% ../nbs/02_tokens.ipynb #2a44cfae
 def source_docs(source:str, # "embedded:<domain>", a .txt/.jsonl file or directory, or a `datasets` name
@@ -73,8 +74,13 @@ def write_token_shards(docs:Iterable[str], tok, out_dir:str|Path, # the document
             if old.get(k) != man[k]:
                 raise DataError(f"{mpath}: an existing shard directory with {k}={old.get(k)!r}, not {man[k]!r}; "
                                 f"remove it or write to another directory")
-        if old["complete"]: return old
-        man = old
+        if old["complete"]:
+            try: return verify_shards(out)
+            except DataError as e:  # a shard changed or went missing since: tokenise again rather than train on it
+                warnings.warn(f"{e}; tokenising {out} again")
+                for s in old["shards"]: (out/s["file"]).unlink(missing_ok=True)
+                save_json(man, mpath)
+        else: man = old
     else:
         out.mkdir(parents=True, exist_ok=True); save_json(man, mpath)
     done_docs = sum(s["docs"] for s in man["shards"])
@@ -106,10 +112,37 @@ def write_token_shards(docs:Iterable[str], tok, out_dir:str|Path, # the document
     return man
 
 # %% ../nbs/02_tokens.ipynb #b4fe01b6
+def _sha256_file(f:Path) -> str:
+    h = hashlib.sha256()
+    with open(f, "rb") as fh:
+        for b in iter(lambda: fh.read(1 << 22), b""): h.update(b)
+    return h.hexdigest()
+
+def verify_shards(path:str|Path, verify:Literal["size", "sha256", "auto"]="auto") -> dict:
+    "Check every shard against the manifest; return it. `auto` hashes a shard once, and again when its size or mtime change."
+    p = Path(path); mpath = p/"manifest.json"
+    man = load_json(mpath)
+    seen, changed = dict(man.get("verified", {})), False
+    for s in man["shards"]:
+        f = p/s["file"]
+        if not f.exists(): raise DataError(f"{f}: listed in {mpath} but missing")
+        st = f.stat()
+        if st.st_size != 4 * s["tokens"]:
+            raise DataError(f"{f}: {st.st_size} bytes, but {mpath} says {s['tokens']} uint32 tokens ({4 * s['tokens']} bytes)")
+        stamp = [st.st_size, st.st_mtime_ns]
+        if verify == "size" or (verify == "auto" and seen.get(s["file"]) == stamp): continue
+        if _sha256_file(f) != s["sha256"]: raise DataError(f"{f}: SHA-256 does not match {mpath} (the shard changed after it was written)")
+        seen[s["file"]], changed = stamp, True
+    if changed:
+        man["verified"] = seen
+        try: save_json(man, mpath)
+        except OSError: pass  # a read-only copy: it is verified, only the record of it is not kept
+    return man
+
 class TokenShards:
     "A shard directory, validated against its manifest and read through memory maps."
     def __init__(self, path:str|Path, tokenizer=None, # the tokenizer training uses: must be the one that wrote the shards
-                 verify:Literal["size", "sha256"]="size"):
+                 verify:Literal["size", "sha256", "auto"]="auto"):
         self.path = p = Path(path); mpath = p/"manifest.json"
         if not mpath.exists(): raise DataError(f"{p}: no manifest.json (not a shard directory written by write_token_shards)")
         self.manifest = man = load_json(mpath)
@@ -121,13 +154,7 @@ class TokenShards:
         if tokenizer is not None and ti["fingerprint"] != tokenizer_fingerprint(tokenizer):
             raise DataError(f"{mpath}: written with tokenizer {ti['name']!r} (vocab {ti['vocab_size']}, fingerprint {ti['fingerprint']}), "
                             f"but training uses {tokenizer.name_or_path!r} (vocab {len(tokenizer)}, fingerprint {tokenizer_fingerprint(tokenizer)})")
-        for s in man["shards"]:
-            f = p/s["file"]
-            if not f.exists(): raise DataError(f"{f}: listed in {mpath} but missing")
-            if f.stat().st_size != 4 * s["tokens"]:
-                raise DataError(f"{f}: {f.stat().st_size} bytes, but {mpath} says {s['tokens']} uint32 tokens ({4 * s['tokens']} bytes)")
-            if verify == "sha256" and hashlib.sha256(f.read_bytes()).hexdigest() != s["sha256"]:
-                raise DataError(f"{f}: SHA-256 does not match {mpath} (the shard changed after it was written)")
+        verify_shards(p, verify)
         self.eos_id, self.vocab_size = ti["eos_id"], ti["vocab_size"]
         self.maps = [np.memmap(p/s["file"], dtype="<u4", mode="r") for s in man["shards"]]
         self.starts = np.cumsum([0] + [s["tokens"] for s in man["shards"]])
@@ -249,6 +276,6 @@ def tokenize_sources(sources:dict[str, str], # name -> source spec (see `source_
     return {name: write_token_shards(source_docs(spec, n_embedded=n_embedded, seed=seed), tok, Path(root)/name, source=label(spec),
                                      shard_tokens=shard_tokens, progress=progress) for name, spec in sources.items()}
 
-def open_blocks(root:str|Path, names:Iterable[str], seq_len:int, tokenizer=None, verify:str="size") -> dict[str, PackedBlocks]:
+def open_blocks(root:str|Path, names:Iterable[str], seq_len:int, tokenizer=None, verify:str="auto") -> dict[str, PackedBlocks]:
     "`PackedBlocks` of the shard directories `root/<name>`, checked against `tokenizer`."
     return {n: PackedBlocks(TokenShards(Path(root)/n, tokenizer, verify), seq_len) for n in names}

@@ -6,18 +6,19 @@ Docs: https://moe-nb.github.io/moe_nb/zoo.html.md"""
 
 # %% ../nbs/07_zoo.ipynb #ddd261e3
 from __future__ import annotations
-import hashlib, json, shutil, tempfile
+import hashlib, json, shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .core import seed_everything, save_json, get_logger
+from .core import seed_everything, save_json, load_json, get_logger, cached
 from .data import get_tokenizer, corpus_blocks, _cache_root
 from .engine import Trainer, TrainConfig
 
 # %% auto #0
-__all__ = ['ARCHS', 'TOKENIZER_FILES', 'tiny_config', 'random_model', 'pretrained_tiny', 'load_backbone', 'tokenizer_for']
+__all__ = ['ARCHS', 'TOKENIZER_FILES', 'tiny_config', 'random_model', 'pretrained_tiny', 'load_backbone', 'refuse_pickles',
+           'tokenizer_for']
 
 # %% ../nbs/07_zoo.ipynb #175a21c5
 ARCHS = ("qwen2", "olmoe", "gpt_oss")
@@ -54,27 +55,23 @@ def pretrained_tiny(arch:str, steps:int=300, seed:int=0, cache_dir:str|Path|None
                     seq_len:int=128, batch_size:int=16, lr:float=3e-3, **overrides) -> nn.Module:
     "A tiny `arch` model pretrained on the embedded corpus (built once, then loaded from the cache)."
     from transformers import AutoModelForCausalLM
-    root = Path(cache_dir or _cache_root())/"zoo"
-    d = root/f"tiny-{arch}-{_zoo_key(arch, steps, seed, overrides)}"
+    d = Path(cache_dir or _cache_root())/"zoo"/f"tiny-{arch}-{_zoo_key(arch, steps, seed, overrides)}"
     if rebuild and d.exists(): shutil.rmtree(d)
-    if not (d/"zoo.json").exists():
-        log = get_logger("moe_nb.zoo")
-        log.info(f"pretraining tiny {arch} for {steps} steps (cached in {d})")
+    def build(tmp:Path):
+        get_logger("moe_nb.zoo").info(f"pretraining tiny {arch} for {steps} steps (cached in {d})")
         model = random_model(arch, seed, **overrides)
-        tok = get_tokenizer()
-        train, val = corpus_blocks(tok, 300, seq_len, n_eval=64, seed=seed, corpus_seed=0)
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".build-"))
+        train, val = corpus_blocks(get_tokenizer(), 300, seq_len, n_eval=64, seed=seed, corpus_seed=0)
         cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(30, steps // 10), seed=seed,
-                          log_every=max(1, steps // 20), tracker="none", progress=False, cpu=True, keep_checkpoints=1)
+                          log_every=max(1, steps // 20), save_every=0, tracker="none", progress=False, cpu=True, keep_checkpoints=1)
         hist = Trainer(model, cfg, train, run_dir=tmp/"train", eval_data=val).fit()
         model.save_pretrained(tmp)
         save_json({"arch": arch, "steps": steps, "seed": seed, "overrides": overrides, "tokens": hist[-1]["tokens"],
                    "first_loss": hist[0]["loss"], "final_loss": hist[-1]["loss"], "eval_loss": hist[-1]["eval_loss"]}, tmp/"zoo.json")
         shutil.rmtree(tmp/"train")
-        try: tmp.rename(d)
-        except OSError: shutil.rmtree(tmp, ignore_errors=True)  # built concurrently by another process
-    return AutoModelForCausalLM.from_pretrained(d)
+    def load(p:Path):
+        load_json(p/"zoo.json")  # a complete entry
+        return AutoModelForCausalLM.from_pretrained(p, use_safetensors=True)
+    return cached(d, build, load, what="zoo model")
 
 # %% ../nbs/07_zoo.ipynb #93b4c372
 def load_backbone(name_or_path:str="tiny-qwen2", # tiny-<arch>, tiny-<arch>-random, a path or a hub name
@@ -91,9 +88,22 @@ def load_backbone(name_or_path:str="tiny-qwen2", # tiny-<arch>, tiny-<arch>-rand
         try: cfg = AutoConfig.from_pretrained(name, trust_remote_code=False)
         except (OSError, ValueError) as e: raise ValueError(f"model={name!r}: not a zoo name, a local checkpoint or a reachable hub model ({e})") from None
         _check_type(name, cfg.model_type, expect)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=False, **kw)
+        refuse_pickles(name)
+        try: model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=False, use_safetensors=True, **kw)
+        except Exception as e:
+            if not Path(name).is_dir(): raise
+            raise ValueError(f"model={name!r}: the checkpoint's weights cannot be loaded ({type(e).__name__}: {str(e)[:300]}); "
+                             f"a *.safetensors file may be truncated or corrupt") from None
     _check_type(name, model.config.model_type, expect)
     return model
+
+def refuse_pickles(name:str):
+    "A local checkpoint with pickled weights only (*.bin, *.pt) is refused: unpickling runs code."
+    p = Path(name)
+    if p.is_dir() and not list(p.glob("*.safetensors")) and (list(p.glob("*.bin")) or list(p.glob("*.pt"))):
+        pk = sorted(q.name for q in [*p.glob("*.bin"), *p.glob("*.pt")])
+        raise ValueError(f"{p}: the weights are pickles ({', '.join(pk[:3])}), which moe_nb never loads (unpickling can run code); "
+                         f"re-save them as safetensors (model.save_pretrained(dir, safe_serialization=True))")
 
 def _check_type(name, got, expect):
     if expect is None: return
