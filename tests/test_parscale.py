@@ -32,11 +32,15 @@ def test_multi_p_tiny(tmp_path):
     assert (trains[1]/"training.png").exists() or (trains[2]/"training.png").exists()
 
 @pytest.mark.parametrize("param,value,message", [
-    ("P", "0", "parscale_n must be >= 1"),
     ("backbone", "tiny-olmoe-random", "this pipeline needs 'qwen2'"),
+    ("prefix_init", "zeros", "prefix_init='zeros': expected 'kv' or 'normal'"),
 ])
 def test_bad_input(tmp_path, param, value, message):
     r = moe_nb("run", "parscale_train", "--preset", "smoke", "-p", param, value, "--runs-dir", tmp_path/"runs", "--quiet")
     assert r.returncode == 1 and message in r.stdout, r.stdout + r.stderr
     (rd,) = list((tmp_path/"runs"/"parscale_train").iterdir())
     assert not (rd/"model").exists() and not (rd/"checkpoints").exists()
+
+def test_zero_streams_refused_before_running(tmp_path):
+    r = moe_nb("run", "parscale_train", "--preset", "smoke", "-p", "P", "0", "--runs-dir", tmp_path/"runs", "--quiet")
+    assert r.returncode == 2 and "P=0: expected > 0" in r.stderr and not (tmp_path/"runs").exists(), r.stderr

@@ -54,8 +54,6 @@ def test_lora_warmup_custom_trash_and_explicit_router(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 @pytest.mark.parametrize("args, msg", [
-    (["-p", "subset_ratio", "0"], "subset_ratio=0.0: expected a value in (0, 1]"),
-    (["-p", "subset_ratio", "1.5"], "subset_ratio=1.5: expected a value in (0, 1]"),
     (["-p", "model", "tiny-qwen2-random"], "model='tiny-qwen2-random' is a 'qwen2' checkpoint; this pipeline needs 'olmoe'"),
     (["-p", "data", "/no/such/file.jsonl"], "/no/such/file.jsonl"),
 ])
@@ -63,6 +61,12 @@ def test_warmup_bad_input(tmp_path, args, msg):
     r = moe_nb("run", "select_moe_warmup", "--preset", "smoke", *args, "--runs-dir", tmp_path/"runs", "--quiet")
     assert r.returncode == 1 and msg in r.stdout, r.stdout + r.stderr
     assert not (only_run(tmp_path/"runs", "select_moe_warmup")/"router").exists()
+
+@pytest.mark.parametrize("value", ["0", "1.5"])
+def test_warmup_out_of_range_refused_before_running(tmp_path, value):
+    r = moe_nb("run", "select_moe_warmup", "--preset", "smoke", "-p", "subset_ratio", value, "--runs-dir", tmp_path/"runs", "--quiet")
+    assert r.returncode == 2 and f"subset_ratio={float(value)}: expected a value in (0, 1]" in r.stderr, r.stderr
+    assert not (tmp_path/"runs").exists()
 
 def test_router_data_bad_input(stage1, tmp_path):
     r = moe_nb("run", "select_moe_router_data", "--runs-dir", tmp_path/"runs", "--quiet")
@@ -97,7 +101,6 @@ def test_selection(stage1):
     assert (sr2/"selected_data.jsonl").read_text() == (sr/"selected_data.jsonl").read_text()
 
 @pytest.mark.parametrize("args, msg", [
-    (["-p", "selection_percentage", "0"], "selection_percentage=0.0: expected a value in (0, 1]"),
     (["-p", "k_min", "1"], "k must be at least 2"),
     (["-p", "router_data", "/no/such/run"], "/no/such/run: not a select_moe_router_data run directory"),
 ])
@@ -115,3 +118,7 @@ def test_warmup_empty_dataset(tmp_path):
     empty = tmp_path/"empty.jsonl"; empty.write_text("")
     r = moe_nb("run", "select_moe_warmup", "-p", "data", empty, "--runs-dir", tmp_path/"runs", "--quiet")
     assert r.returncode == 1 and f"data='{empty}': the dataset is empty" in r.stdout, r.stdout
+
+def test_selection_out_of_range_refused_before_running(tmp_path):
+    r = moe_nb("run", "select_moe_selection", "-p", "selection_percentage", "0", "--runs-dir", tmp_path/"runs", "--quiet")
+    assert r.returncode == 2 and "selection_percentage=0.0: expected a value in (0, 1]" in r.stderr and not (tmp_path/"runs").exists(), r.stderr
