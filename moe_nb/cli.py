@@ -6,19 +6,19 @@ Docs: https://moe-nb.github.io/moe_nb/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #6e6c6f1c
 from __future__ import annotations
-import argparse, ast, difflib, math, os, re, socket, sys, time
+import argparse, ast, contextlib, difflib, logging, math, os, re, socket, sys, time
 from pathlib import Path
-
 import yaml
 
-from .core import (make_run_dir, update_metrics, load_yaml, save_json, utc_stamp, get_logger, heartbeat, run_status,
-                         read_metrics)
+from .core import load_yaml, save_json
+from .runs import (make_run_dir, update_metrics, utc_stamp, heartbeat, run_status, read_metrics, fmt_value, format_table,
+                         list_runs, runs_table)
 
 # %% auto #0
-__all__ = ['POSITIVE', 'NON_NEGATIVE', 'FRACTIONS', 'MODEL_MODULES', 'CliError', 'pipelines_dir', 'find_notebook', 'load_presets',
-           'notebook_params', 'check_params', 'range_problems', 'resolve_params', 'writable_dir', 'Interrupted',
-           'execute', 'run_notebook', 'find_run_dir', 'resume_run', 'run_nested', 'list_runs', 'format_table',
-           'runs_table', 'demo_entries', 'main', 'lm_eval_cli']
+__all__ = ['POSITIVE', 'NON_NEGATIVE', 'FRACTIONS', 'LOG_LINE', 'MODEL_MODULES', 'CliError', 'pipelines_dir', 'find_notebook',
+           'load_presets', 'notebook_params', 'check_params', 'range_problems', 'split_output', 'console',
+           'resolve_params', 'writable_dir', 'Interrupted', 'execute', 'run_notebook', 'find_run_dir', 'resume_run',
+           'demo_entries', 'quick_preset', 'main', 'lm_eval_cli']
 
 # %% ../nbs/90_cli.ipynb #2a3bd5cb
 class CliError(Exception):
@@ -145,6 +145,70 @@ def range_problems(p:dict) -> list[str]:
             out.append(f"{k}={str(d)!r}: a model directory without tokenizer files (tokenizer.json or tokenizer_config.json)")
     return out
 
+# %% ../nbs/90_cli.ipynb #810d8491
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) moe_nb[\w.]*: ")
+
+def split_output(text:str) -> tuple[list[str], list[str]]:
+    "A chunk of cell output split into the pipeline's log lines and everything else."
+    lines = text.rstrip("\n").splitlines()
+    return [l for l in lines if LOG_LINE.match(l)], [l for l in lines if l.strip() and not LOG_LINE.match(l)]
+
+class _RunHandler(logging.Handler):
+    "papermill's records: the rest of the output to `run.log`; the log lines (or, verbose, everything) to the console."
+    def __init__(self, run_log:Path, bar, log_output:bool, verbose:bool):
+        super().__init__(); self.f, self.bar, self.log_output, self.verbose = open(run_log, "a", encoding="utf-8"), bar, log_output, verbose
+    def emit(self, record):
+        logs, rest = split_output(record.getMessage())
+        if rest: self.f.write("\n".join(f"{utc_stamp()} {record.levelname} papermill: {l}" for l in rest) + "\n"); self.f.flush()
+        shown = logs + rest if self.verbose else logs if self.log_output else []
+        for l in shown:
+            if self.bar is not None: self.bar.write(l, file=sys.stderr)
+            else: print(l, file=sys.stderr, flush=True)
+    def close(self): self.f.close(); super().close()
+
+@contextlib.contextmanager
+def console(run_dir:Path, name:str, progress:bool=True, log_output:bool=True, verbose:bool=False):
+    "Route a run's output for its duration; yields the progress bar (or None)."
+    from tqdm import tqdm  # the plain one: no widgets, no IProgress warning
+    plog = logging.getLogger("papermill")
+    saved = plog.handlers[:], plog.level, plog.propagate
+    bar = tqdm(total=0, desc=name, unit="cell", file=sys.stderr, dynamic_ncols=True,
+               bar_format="{desc}: {n_fmt}/{total_fmt} cells [{elapsed}] {postfix}") if progress else None
+    h = _RunHandler(run_dir/"run.log", bar, log_output, verbose)
+    plog.handlers, plog.propagate = [h], False; plog.setLevel(logging.INFO)
+    try: yield bar
+    finally:
+        plog.handlers, plog.level, plog.propagate = saved
+        h.close()
+        if bar is not None: bar.close()
+
+def _engine(bar) -> str:
+    "papermill's nbclient engine, with the progress bar showing the cell that runs; registered under a name for this run."
+    from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+    class Manager(NotebookExecutionManager):
+        def notebook_start(self, **kw):
+            super().notebook_start(**kw)
+            if bar is not None: bar.reset(total=len(self.nb.cells))
+        def cell_start(self, cell, cell_index=None, **kw):
+            super().cell_start(cell, cell_index, **kw)
+            if bar is not None:
+                first = next((l.strip() for l in cell.source.splitlines() if l.strip() and not l.startswith("#|")), "")
+                bar.set_postfix_str(first[:70], refresh=True)
+        def cell_complete(self, cell, cell_index=None, **kw):
+            super().cell_complete(cell, cell_index, **kw)
+            if bar is not None: bar.update(1)
+    class Engine(NBClientEngine):
+        @classmethod
+        def execute_notebook(cls, nb, kernel_name, output_path=None, progress_bar=False, log_output=False, autosave_cell_every=30, **kw):
+            nb_man = Manager(nb, output_path=output_path, progress_bar=False, log_output=log_output, autosave_cell_every=autosave_cell_every)
+            nb_man.notebook_start()
+            try: cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kw)
+            finally: nb_man.cleanup_pbar(); nb_man.notebook_complete()
+            return nb_man.nb
+    name = f"moe_nb-{id(Engine)}"
+    papermill_engines.register(name, Engine)
+    return name
+
 # %% ../nbs/90_cli.ipynb #3b7ba769
 def resolve_params(notebook:str|Path, params:dict|None=None, preset:str|None=None) -> tuple[Path, dict, dict]:
     "A pipeline notebook and its parameters, checked: the typed overrides (preset, then `params`) and all of them."
@@ -204,18 +268,18 @@ def _never_ran(out_nb:Path):
     from moe_nb.core import atomic_open
     with atomic_open(out_nb) as f: nbformat.write(nb, f)
 
-def execute(nb:Path, run_dir:Path, parameters:dict, progress:bool=True, log_output:bool=True) -> dict:
+def execute(nb:Path, run_dir:Path, parameters:dict, progress:bool=True, log_output:bool=True, verbose:bool=False) -> dict:
     "Execute `nb` into `run_dir` with `parameters`; record the status, this process and a heartbeat; return the metrics."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     update_metrics(run_dir, status="running", pid=os.getpid(), host=socket.gethostname(), notebook=str(nb))
-    log, t0 = get_logger("papermill", run_dir), time.time()
+    t0 = time.time()
     end = lambda **kw: update_metrics(run_dir, finished=utc_stamp(), duration_s=round(time.time() - t0, 2), **kw)
     try:
-        with heartbeat(run_dir), open(run_dir/"kernel.log", "ab") as klog:
+        with heartbeat(run_dir), open(run_dir/"kernel.log", "ab") as klog, console(run_dir, nb.stem, progress, log_output, verbose) as bar:
             pm.execute_notebook(str(nb), str(run_dir/nb.name), parameters={**parameters, "run_dir": str(run_dir)},
-                                kernel_name="python3", language="python", progress_bar=progress, log_output=log_output, cwd=os.getcwd(),
-                                kernel_manager_class=_kernel_to(klog))
+                                kernel_name="python3", language="python", progress_bar=False, log_output=True, cwd=os.getcwd(),
+                                engine_name=_engine(bar), kernel_manager_class=_kernel_to(klog))
     except PapermillExecutionError as e:
         if e.ename == "KeyboardInterrupt": return _interrupted(nb, run_dir, end)
         first = next((l for l in e.source.splitlines() if l.strip() and not l.startswith("#")), "")
@@ -225,8 +289,6 @@ def execute(nb:Path, run_dir:Path, parameters:dict, progress:bool=True, log_outp
     except KeyboardInterrupt: return _interrupted(nb, run_dir, end)
     except Exception as e:
         return end(status="failed", error=f"{type(e).__name__}: {e}")
-    finally:
-        for h in [h for h in log.handlers if getattr(h, "baseFilename", None)]: log.removeHandler(h); h.close()
     return end(status="completed")
 
 def _interrupted(nb:Path, run_dir:Path, end):
@@ -239,14 +301,15 @@ def run_notebook(notebook:str|Path, # a path, or the name of a pipeline in `nbs/
                  params:dict|None=None, # overrides (strings from the CLI, or typed values)
                  preset:str|None=None, # a named preset from presets.yaml
                  runs_dir:str|Path="runs", # root of the run directories
-                 progress:bool=True, # papermill's progress bar over cells
-                 log_output:bool=True, # stream cell output to the console
+                 progress:bool=True, # one progress bar over the cells
+                 log_output:bool=True, # the pipeline's log lines on the console
+                 verbose:bool=False, # everything on the console: papermill's lines, every output, every warning
                 ) -> tuple[Path, dict]:
     "Execute a pipeline notebook into a new run directory; return it and its metrics."
     nb, values, full = resolve_params(notebook, params, preset)
     run_dir = make_run_dir(nb.stem, full, writable_dir(runs_dir)).resolve()
     update_metrics(run_dir, status="running", pipeline=nb.stem, notebook=str(nb), preset=preset, started=utc_stamp())
-    return run_dir, execute(nb, run_dir, values, progress, log_output)
+    return run_dir, execute(nb, run_dir, values, progress, log_output, verbose)
 
 # %% ../nbs/90_cli.ipynb #b2714eba
 def find_run_dir(ref:str|Path, runs_dir:str|Path="runs") -> Path:
@@ -262,7 +325,7 @@ def find_run_dir(ref:str|Path, runs_dir:str|Path="runs") -> Path:
 
 _ATTEMPT_KEYS = ("error", "failed_cell", "failed_cell_source", "failed_line", "failed_line_source", "finished", "duration_s")
 
-def resume_run(ref:str|Path, runs_dir:str|Path="runs", progress:bool=True, log_output:bool=True) -> tuple[Path, dict]:
+def resume_run(ref:str|Path, runs_dir:str|Path="runs", progress:bool=True, log_output:bool=True, verbose:bool=False) -> tuple[Path, dict]:
     "Re-execute a crashed, failed or interrupted run into its own directory with its recorded parameters."
     rd = find_run_dir(ref, runs_dir)
     st, m = run_status(rd), read_metrics(rd) or {}
@@ -275,62 +338,19 @@ def resume_run(ref:str|Path, runs_dir:str|Path="runs", progress:bool=True, log_o
     params = check_params(nb, params, notebook_params(nb), where=str(rd/"params.yaml"))
     save_json({k: v for k, v in m.items() if k not in _ATTEMPT_KEYS} | {"resumed": int(m.get("resumed", 0)) + 1,
               "resumed_at": utc_stamp(), "pipeline": m.get("pipeline", nb.stem)}, rd/"metrics.json")
-    return rd, execute(nb, rd, params, progress, log_output)
+    return rd, execute(nb, rd, params, progress, log_output, verbose)
 
-def _same(rd:Path, full:dict) -> bool:
-    try: return load_yaml(rd/"params.yaml") == yaml.safe_load(yaml.safe_dump(full))
-    except (OSError, ValueError): return False
-
-def run_nested(notebook:str|Path, params:dict, runs_dir:str|Path, log=None, kernel_log:str="kernels.log") -> tuple[Path, dict]:
-    "One step of a multi-run experiment under `runs_dir`: reused if done, resumed if not, run if new; a failure raises."
-    import contextlib
-    t0 = time.time()
-    nb, values, full = resolve_params(notebook, params)
-    root = writable_dir(runs_dir)
-    same = [d for d in sorted((root/nb.stem).glob("*/"), key=lambda d: d.name) if _same(d, full)]
-    done = [d for d in same if run_status(d) == "completed"]
-    if done: rd, m = done[-1], read_metrics(done[-1])
-    else:
-        sys.stderr.flush(); saved = os.dup(2)  # the kernels' own stderr (their warnings) goes to a log, not the console
-        with open(root/kernel_log, "a") as f, contextlib.ExitStack() as stack:
-            os.dup2(f.fileno(), 2); stack.callback(lambda: (os.dup2(saved, 2), os.close(saved)))
-            rd, m = (resume_run(same[-1], progress=False, log_output=False) if same
-                     else run_notebook(nb, values, runs_dir=root, progress=False, log_output=False))
-    if m["status"] != "completed": raise RuntimeError(f"{nb.stem} failed ({m.get('error')}); its notebook and log are in {rd}")
-    if log: log.info(f"{nb.stem} {' '.join(f'{k}={v}' for k, v in values.items() if k in ('seed', 'P', 'selection', 'adapter'))} "
-                     f"{'reused' if done else f'done in {time.time() - t0:.0f}s'}: {rd.name}")
-    return rd, m
-
-# %% ../nbs/90_cli.ipynb #666e45f6
-def list_runs(runs_dir:str|Path="runs", pipeline:str|None=None) -> list[dict]:
-    "One row per run directory under `runs_dir`: pipeline, run, status and headline metrics."
-    rows = []
-    for mf in sorted(Path(runs_dir).glob("*/*/metrics.json")):
-        if pipeline and mf.parent.parent.name != pipeline: continue
-        m = read_metrics(mf.parent) or {}  # one unreadable run does not stop the listing
-        heads = m.get("headline") if isinstance(m.get("headline"), list) else []
-        rows.append({"pipeline": mf.parent.parent.name, "run": mf.parent.name, "status": run_status(mf.parent),
-                     "metrics": {k: m[k] for k in heads if k in m}, "path": str(mf.parent)})
-    return sorted(rows, key=lambda r: (r["run"], r["pipeline"]))
-
-def _fmt(v): return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-def format_table(rows:list[dict], cols:list[str]) -> str:
-    "A plain fixed-width text table."
-    cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
-    w = [max([len(c)] + [len(x[i]) for x in cells]) for i, c in enumerate(cols)]
-    line = lambda xs: "  ".join(x.ljust(w[i]) for i, x in enumerate(xs)).rstrip()
-    return "\n".join([line(cols), line(["-" * n for n in w])] + [line(x) for x in cells])
-
-def runs_table(rows:list[dict]) -> str:
-    "`list_runs` rows as a text table."
-    flat = [{**r, "metrics": " ".join(f"{k}={_fmt(v)}" for k, v in r["metrics"].items())} for r in rows]
-    return format_table(flat, ["pipeline", "run", "status", "metrics"])
 
 # %% ../nbs/90_cli.ipynb #b95d99a9
 def demo_entries() -> list[dict]:
     "The pipelines `moe-nb demo` runs, from presets.yaml."
     return _presets_file(pipelines_dir()/"presets.yaml").get("demo", [])
+
+def quick_preset(entry:dict) -> str:
+    "The preset `moe-nb demo --quick` runs a demo entry with: its own `quick` key, else the pipeline's `smoke` preset."
+    if entry.get("quick"): return entry["quick"]
+    if "smoke" in load_presets(find_notebook(entry["notebook"])): return "smoke"
+    raise CliError(f"demo entry {entry['notebook']!r} has no smoke preset and no `quick` preset in presets.yaml")
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="moe-nb", description="Run moe_nb pipeline notebooks into run directories.")
@@ -340,22 +360,26 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[], help="override a parameter")
     r.add_argument("--preset", default=None, help="a named preset from presets.yaml")
     r.add_argument("--runs-dir", default="runs")
-    r.add_argument("--quiet", action="store_true", help="do not stream cell output")
+    r.add_argument("--quiet", action="store_true", help="no log lines, only the progress bar and the result")
+    r.add_argument("-v", "--verbose", action="store_true", help="everything on the console: papermill's lines, outputs, warnings")
     s = sub.add_parser("resume", help="re-execute a crashed, failed or interrupted run into its own directory")
     s.add_argument("run", help="a run directory, a pipeline name (its newest run), or latest")
-    s.add_argument("--runs-dir", default="runs"); s.add_argument("--quiet", action="store_true", help="do not stream cell output")
+    s.add_argument("--runs-dir", default="runs"); s.add_argument("--quiet", action="store_true", help="no log lines")
+    s.add_argument("-v", "--verbose", action="store_true", help="everything on the console")
     l = sub.add_parser("runs", help="list runs")
     l.add_argument("--runs-dir", default="runs"); l.add_argument("--pipeline", default=None)
     sub.add_parser("pipelines", help="list pipeline notebooks and their presets")
     d = sub.add_parser("demo", help="run every demo pipeline on the embedded default")
-    d.add_argument("--runs-dir", default="runs"); d.add_argument("--quiet", action="store_true")
+    d.add_argument("--runs-dir", default="runs"); d.add_argument("--quiet", action="store_true", help="(the default for demo)")
+    d.add_argument("--quick", action="store_true", help="every pipeline on its smoke preset (a few minutes on two cores)")
+    d.add_argument("-v", "--verbose", action="store_true", help="each pipeline's progress bar, log lines and outputs")
     e = sub.add_parser("lm-eval", help="lm-eval's command line, with moe_nb's models registered", add_help=False)
     e.add_argument("args", nargs=argparse.REMAINDER, help="lm-eval's arguments, e.g. run --model hf --model_args pretrained=DIR --tasks T")
     return ap
 
 def _report(run_dir:Path, m:dict) -> str:
     if m["status"] == "completed":
-        heads = " ".join(f"{k}={_fmt(m[k])}" for k in m.get("headline", []) if k in m)
+        heads = " ".join(f"{k}={fmt_value(m[k])}" for k in m.get("headline", []) if k in m)
         return f"run completed in {m['duration_s']}s: {run_dir}\n{heads}"
     line = f", line {m['failed_line']}" if m.get("failed_line") else ""
     cell = f" in cell {m['failed_cell']}{line} ({m.get('failed_line_source') or m.get('failed_cell_source', '')})" if "failed_cell" in m else ""
@@ -372,10 +396,10 @@ def main(argv:list[str]|None=None) -> int:
             for k, v in args.param:
                 if k in params: raise CliError(f"-p {k} is given twice")
                 params[k] = v
-            rd, m = run_notebook(args.notebook, params, args.preset, args.runs_dir, log_output=not args.quiet)
+            rd, m = run_notebook(args.notebook, params, args.preset, args.runs_dir, log_output=not args.quiet, verbose=args.verbose)
             print(_report(rd, m)); return 0 if m["status"] == "completed" else 1
         if args.cmd == "resume":
-            rd, m = resume_run(args.run, args.runs_dir, log_output=not args.quiet)
+            rd, m = resume_run(args.run, args.runs_dir, log_output=not args.quiet, verbose=args.verbose)
             print(_report(rd, m)); return 0 if m["status"] == "completed" else 1
         if args.cmd == "runs":
             rows = list_runs(args.runs_dir, args.pipeline)
@@ -386,14 +410,17 @@ def main(argv:list[str]|None=None) -> int:
         if args.cmd == "demo":
             entries = demo_entries()
             if not entries: raise CliError(f"no demo entries in {pipelines_dir()/'presets.yaml'}")
-            rows = []
-            for e in entries:
-                print(f"== demo: {e['notebook']} (preset {e.get('preset')})", flush=True)
-                rd, m = run_notebook(e["notebook"], e.get("params"), e.get("preset"), args.runs_dir, log_output=not args.quiet)
-                print(_report(rd, m), flush=True)
-                rows.append({"pipeline": e["notebook"], "status": m["status"], "seconds": m.get("duration_s", ""),
-                             "metrics": " ".join(f"{k}={_fmt(m[k])}" for k in m.get("headline", []) if k in m), "run": str(rd)})
-            print("\n" + format_table(rows, ["pipeline", "status", "seconds", "metrics", "run"]))
+            presets = [quick_preset(e) if args.quick else e.get("preset") for e in entries]
+            rows, t0 = [], time.time()
+            for e, preset in zip(entries, presets):
+                rd, m = run_notebook(e["notebook"], e.get("params"), preset, args.runs_dir, progress=args.verbose,
+                                     log_output=args.verbose, verbose=args.verbose)
+                heads = " ".join(f"{k}={fmt_value(m[k])}" for k in m.get("headline", []) if k in m)
+                why = "" if m["status"] == "completed" else f" ({m.get('error')}; see {rd})"
+                print(f"{e['notebook']:<24} {preset or '-':<7} {m['status']:<9} {m.get('duration_s', 0):>7.1f}s  {heads}{why}", flush=True)
+                rows.append({"pipeline": e["notebook"], "preset": preset or "-", "status": m["status"], "seconds": m.get("duration_s", ""),
+                             "metrics": heads, "run": str(rd)})
+            print(f"\n{len(rows)} pipelines in {time.time() - t0:.0f}s\n" + format_table(rows, ["pipeline", "preset", "status", "seconds", "metrics", "run"]))
             return 0 if all(r["status"] == "completed" for r in rows) else 1
     except CliError as e:
         print(f"moe-nb: error: {e}", file=sys.stderr); return 2
@@ -405,7 +432,7 @@ def main(argv:list[str]|None=None) -> int:
     return 0
 
 # %% ../nbs/90_cli.ipynb #923dfc75
-MODEL_MODULES = ("moe_nb.select_moe", "moe_nb.shared_expert", "moe_nb.parscale", "moe_nb.eval")  # importing them registers the models
+MODEL_MODULES = ("moe_nb.select_moe.model", "moe_nb.nexus.model", "moe_nb.parscale.model", "moe_nb.eval")  # importing them registers the models
 
 def lm_eval_cli(argv:list[str]) -> int:
     "Run lm-eval's command line with `argv` after registering moe_nb's model classes."

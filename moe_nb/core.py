@@ -6,22 +6,20 @@ Docs: https://moe-nb.github.io/moe_nb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #84cc65c9
 from __future__ import annotations
-import os, sys, json, math, random, shutil, socket, hashlib, logging, tempfile, threading, time, difflib, dataclasses, types
+import importlib
+import os, sys, json, math, random, shutil, logging, tempfile, difflib, dataclasses, types
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type_hints
-
 import numpy as np
 import torch
 import yaml
 
 # %% auto #0
-__all__ = ['HEARTBEAT', 'STALE_AFTER_S', 'get_device', 'get_dtype', 'precision_name', 'seed_everything', 'ConfigError',
-           'check_value', 'Config', 'atomic_open', 'save_json', 'load_json', 'save_jsonl', 'save_yaml', 'load_yaml',
-           'save_tensors', 'load_tensors', 'append_jsonl', 'read_jsonl_log', 'atomic_dir', 'cached', 'save_figure',
-           'param_hash', 'utc_stamp', 'make_run_dir', 'update_metrics', 'open_run', 'heartbeat', 'read_metrics',
-           'run_status', 'find_run', 'get_logger']
+__all__ = ['MODEL_LOADERS', 'get_device', 'get_dtype', 'precision_name', 'seed_everything', 'ConfigError', 'check_value',
+           'Config', 'resolve_callable', 'atomic_open', 'save_json', 'load_json', 'save_jsonl', 'save_yaml',
+           'load_yaml', 'save_tensors', 'load_tensors', 'append_jsonl', 'read_jsonl_log', 'refuse_pickles',
+           'atomic_dir', 'cache_root', 'cached', 'save_figure', 'register_loader', 'get_logger']
 
 # %% ../nbs/00_core.ipynb #d74d8e3f
 def get_device(pref:str|torch.device|None="auto", # "auto", "cpu", "cuda", "cuda:1", "mps"
@@ -170,6 +168,20 @@ class Config:
             return v
         return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+def resolve_callable(spec:str, # "module:attribute", e.g. "my_pkg.trash:HalfTrash"
+                     what:str="trash_expert_custom") -> Callable:
+    "The callable an installed module exports under `spec` (modules are imported by name, never from a checkpoint's files)."
+    mod, _, attr = spec.partition(":")
+    if not mod or not attr: raise ValueError(f"{what}={spec!r}: expected 'module:callable', e.g. 'my_pkg.trash:HalfTrash'")
+    try: obj = importlib.import_module(mod)
+    except ImportError as e: raise ValueError(f"{what}={spec!r}: cannot import module {mod!r} ({e})") from None
+    for a in attr.split("."):
+        if not hasattr(obj, a): raise ValueError(f"{what}={spec!r}: module {mod!r} has no attribute {attr!r}")
+        obj = getattr(obj, a)
+    if not callable(obj): raise ValueError(f"{what}={spec!r}: {attr!r} is a {type(obj).__name__}, not a callable")
+    return obj
+
+
 # %% ../nbs/00_core.ipynb #b9f9b75f
 def _fsync_dir(d:Path):
     try:
@@ -271,6 +283,15 @@ def read_jsonl_log(path:str|Path) -> list[dict]:
             raise ValueError(f"{path}:{i + 1}: not a JSON line, and not the last one (the log is damaged)") from None
     return rows
 
+def refuse_pickles(name:str):
+    "A local checkpoint with pickled weights only (*.bin, *.pt) is refused: unpickling runs code."
+    p = Path(name)
+    if p.is_dir() and not list(p.glob("*.safetensors")) and (list(p.glob("*.bin")) or list(p.glob("*.pt"))):
+        pk = sorted(q.name for q in [*p.glob("*.bin"), *p.glob("*.pt")])
+        raise ValueError(f"{p}: the weights are pickles ({', '.join(pk[:3])}), which moe_nb never loads (unpickling can run code); "
+                         f"re-save them as safetensors (model.save_pretrained(dir, safe_serialization=True))")
+
+
 # %% ../nbs/00_core.ipynb #d686e539
 @contextmanager
 def atomic_dir(path:str|Path, overwrite:bool=False):
@@ -291,6 +312,11 @@ def atomic_dir(path:str|Path, overwrite:bool=False):
         raise
 
 # %% ../nbs/00_core.ipynb #9603ce25
+def cache_root() -> Path:
+    "Where moe_nb caches what it builds once (the embedded tokenizer, the zoo's pretrained tiny models)."
+    import platformdirs
+    return Path(platformdirs.user_cache_dir("moe_nb"))
+
 def cached(d:str|Path, # the cache entry (a directory)
            build:Callable[[Path], None], # writes the entry into the directory it is given
            load:Callable[[Path], Any], # reads the entry; raises if it is damaged
@@ -322,96 +348,13 @@ def save_figure(fig, path:str|Path, dpi:int=110) -> Path:
     with atomic_open(path, "wb") as f: fig.savefig(f, dpi=dpi, bbox_inches="tight", format=Path(path).suffix[1:] or "png")
     return Path(path)
 
-# %% ../nbs/00_core.ipynb #12cbfee5
-def param_hash(params:dict, n:int=8) -> str:
-    "Short, order-independent hash of a parameter dict."
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:n]
+# %% ../nbs/00_core.ipynb #5192577c
+MODEL_LOADERS: dict[str, Callable] = {}
 
-def utc_stamp(now:datetime|None=None) -> str:
-    "UTC time as `YYYYmmddTHHMMSSZ`."
-    return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-def make_run_dir(pipeline:str, # pipeline name, e.g. "tiny_lm"
-                 params:dict, # the run's parameters (hashed into the name, saved as params.yaml)
-                 runs_dir:str|Path="runs", # root of all runs
-                 now:datetime|None=None) -> Path:
-    "Create a new, empty `runs_dir/pipeline/<UTC time>-<hash>/` and write `params.yaml` into it."
-    base = Path(runs_dir)/pipeline/f"{utc_stamp(now)}-{param_hash(params)}"
-    d, i = base, 0
-    while True:
-        try: d.mkdir(parents=True, exist_ok=False); break
-        except FileExistsError: i += 1; d = base.with_name(f"{base.name}-{i}")
-    save_yaml(params, d/"params.yaml")
-    return d
-
-# %% ../nbs/00_core.ipynb #5223d990
-def update_metrics(run_dir:str|Path, **metrics) -> dict:
-    "Merge `metrics` into `run_dir/metrics.json` and return the whole dict."
-    p = Path(run_dir)/"metrics.json"
-    m = load_json(p) if p.exists() else {}
-    m.update(metrics)
-    save_json(m, p)
-    return m
-
-def open_run(pipeline:str, params:dict, run_dir:str|Path|None=None, runs_dir:str|Path="runs") -> Path:
-    "The run directory given by `moe-nb run`, or a new one for an interactive run."
-    if run_dir: d = Path(run_dir); d.mkdir(parents=True, exist_ok=True); return d
-    d = make_run_dir(pipeline, params, runs_dir)
-    update_metrics(d, status="interactive", pipeline=pipeline, started=utc_stamp())  # nobody will mark it completed
-    return d
-
-# %% ../nbs/00_core.ipynb #abb34f41
-HEARTBEAT, STALE_AFTER_S = "heartbeat", 120.0
-
-@contextmanager
-def heartbeat(run_dir:str|Path, every:float=10.0):
-    "While the block runs, touch `run_dir/heartbeat` every `every` seconds from a daemon thread."
-    hb, stop = Path(run_dir)/HEARTBEAT, threading.Event()
-    def beat():
-        while not stop.wait(every): hb.touch()
-    hb.touch()
-    th = threading.Thread(target=beat, daemon=True, name="moe_nb-heartbeat"); th.start()
-    try: yield hb
-    finally: stop.set(); th.join()
-
-def read_metrics(run_dir:str|Path) -> dict|None:
-    "A run's `metrics.json` as a dict, or None if it is missing, unreadable or not a JSON object."
-    try: m = load_json(Path(run_dir)/"metrics.json")
-    except (OSError, ValueError): return None
-    return m if isinstance(m, dict) else None
-
-def _alive(pid:int) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: pass  # someone else's process: it exists
-    return True
-
-def run_status(run_dir:str|Path, stale_after:float=STALE_AFTER_S) -> str:
-    "The recorded status of a run, except 'crashed' for a 'running' run whose process is gone or whose heartbeat stopped."
-    m = read_metrics(run_dir)
-    if m is None: return "unreadable"
-    if m.get("status") != "running": return str(m.get("status", "unknown"))
-    hb = Path(run_dir)/HEARTBEAT
-    alive = hb.exists() and time.time() - hb.stat().st_mtime < stale_after
-    if m.get("host") == socket.gethostname() and isinstance(m.get("pid"), int): alive = alive and _alive(m["pid"])
-    return "running" if alive else "crashed"
-
-# %% ../nbs/00_core.ipynb #d2980d31
-def find_run(ref:str|Path, # a run directory, or "latest"
-             pipeline:str, # the pipeline that made it, e.g. "select_moe_warmup"
-             needs:str, # a file the run must hold, relative to its directory
-             near:str|Path|None=None, # the calling run's directory: "latest" searches its runs root
-             runs_dir:str|Path="runs") -> Path:
-    "The run directory `ref` names, checked to hold `needs`."
-    if str(ref) != "latest":
-        d = Path(ref)
-        if not (d/needs).exists(): raise FileNotFoundError(f"{d}: not a {pipeline} run directory with {needs} in it")
-        return d
-    root = Path(near).resolve().parent.parent if near else Path(runs_dir)
-    for d in sorted((root/pipeline).glob("*/"), key=lambda d: d.name, reverse=True):
-        if run_status(d) in ("completed", "interactive") and (d/needs).exists(): return d
-    raise FileNotFoundError(f"'latest': no finished {pipeline} run with {needs} under {root/pipeline}; "
-                            f"run `moe-nb run {pipeline}` first or pass a run directory")
+def register_loader(marker:str, # a file whose presence marks a model directory in this format, e.g. "polychromatic.json"
+                    load:Callable): # `load(path) -> nn.Module`
+    "Load a model directory that holds `marker` with `load`."
+    MODEL_LOADERS[marker] = load
 
 # %% ../nbs/00_core.ipynb #69c682f2
 _FMT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")

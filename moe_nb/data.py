@@ -6,21 +6,15 @@ Docs: https://moe-nb.github.io/moe_nb/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #a75d9c46
 from __future__ import annotations
-import ast, json, random, sysconfig, inspect, hashlib
+import json
 from pathlib import Path
 from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
-from .core import save_jsonl, cached
-
 # %% auto #0
-__all__ = ['ROLES', 'DOMAINS', 'SOURCES', 'CORRUPTIONS', 'EOS', 'PAD', 'FORMAT_TOKENS', 'SPECIAL_TOKENS', 'TEMPLATES',
-           'DataError', 'record_problem', 'Records', 'read_jsonl', 'load_records', 'math_docs', 'code_docs',
-           'prose_docs', 'embedded_corpus', 'corrupt', 'embedded_instructions', 'embedded_eval', 'write_embedded',
-           'train_tokenizer', 'get_tokenizer', 'encode_chat', 'collate', 'causal_lm_loss', 'pack_tokens',
-           'corpus_blocks']
+__all__ = ['ROLES', 'EOS', 'PAD', 'FORMAT_TOKENS', 'SPECIAL_TOKENS', 'TEMPLATES', 'DataError', 'record_problem', 'Records',
+           'read_jsonl', 'load_records', 'encode_chat', 'collate', 'causal_lm_loss', 'pack_tokens']
 
 # %% ../nbs/01_data.ipynb #a9de7685
 class DataError(ValueError):
@@ -121,186 +115,7 @@ def load_records(source:str|Path, # a .jsonl file, a directory of them, or a `da
         out.errors.append(msg)
     return out
 
-# %% ../nbs/01_data.ipynb #f3ece87c
-_NAMES = ["Ann", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea", "Mo", "Nia", "Omar", "Pia"]
-_ITEMS = ["apples", "marbles", "books", "coins", "stamps", "pencils", "cards", "shells", "stickers", "plums"]
-_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
-
-def _arith_chain(rng:random.Random) -> tuple[str, str, int]:
-    "An arithmetic chain, its worked solution, and the answer."
-    x = rng.randint(2, 99); expr, steps = str(x), []
-    for _ in range(rng.randint(1, 3)):
-        op = rng.choice("+-*"); y = rng.randint(2, 12 if op == "*" else 99)
-        z = _OPS[op](x, y); steps.append(f"{x} {op} {y} = {z}."); expr += f" {op} {y}"; x = z
-    return f"Compute {expr}, working from left to right.", " ".join(steps), x
-
-def _word_problem(rng:random.Random) -> tuple[str, str, int]:
-    "A two-step word problem, its worked solution, and the answer."
-    a, b = rng.sample(_NAMES, 2); item = rng.choice(_ITEMS)
-    n, k, m = rng.randint(5, 60), rng.randint(1, 4), rng.randint(2, 30)
-    give = rng.randint(1, n - 1)
-    q = (f"{a} has {n} {item}. {a} gives {give} to {b} and then buys {k} packs of {m} {item}. "
-         f"How many {item} does {a} have now?")
-    r = n - give; ans = r + k * m
-    sol = f"{a} starts with {n}. After giving {give} away: {n} - {give} = {r}. The packs hold {k} * {m} = {k*m}. So {r} + {k*m} = {ans}."
-    return q, sol, ans
-
-def math_docs(n:int, seed:int=0) -> list[str]:
-    "`n` worked math documents."
-    rng = random.Random(f"math-{seed}")
-    out = []
-    for _ in range(n):
-        q, sol, ans = (_arith_chain if rng.random() < 0.5 else _word_problem)(rng)
-        out.append(f"Problem: {q}\nSolution: {sol}\nAnswer: {ans}")
-    return out
-
-# %% ../nbs/01_data.ipynb #2359eba8
-def _stdlib_files() -> list[Path]:
-    root = Path(sysconfig.get_paths()["stdlib"])
-    return sorted(p for p in root.glob("*.py") if not p.name.startswith("_"))
-
-def _stdlib_units(seed:int):
-    "Yield (qualified name, source segment, docstring) of top-level defs, files in a seeded order."
-    files = _stdlib_files()
-    random.Random(f"stdlib-{seed}").shuffle(files)
-    for f in files:
-        try: src = f.read_text(encoding="utf-8"); tree = ast.parse(src)
-        except (SyntaxError, UnicodeDecodeError, ValueError): continue
-        for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
-                yield f"{f.stem}.{node.name}", ast.get_source_segment(src, node) or "", ast.get_docstring(node) or ""
-
-def code_docs(n:int, seed:int=0, max_chars:int=1500) -> list[str]:
-    "`n` code documents: top-level functions and classes of the standard library."
-    out = []
-    for _, seg, _ in _stdlib_units(seed):
-        if len(seg) > 80: out.append(seg[:max_chars])
-        if len(out) == n: break
-    return out
-
-def prose_docs(n:int, seed:int=0, min_chars:int=200, max_chars:int=1500) -> list[str]:
-    "`n` prose documents: longer docstrings of the standard library."
-    out = []
-    for name, _, doc in _stdlib_units(seed + 1):
-        if len(doc) >= min_chars: out.append(inspect.cleandoc(doc)[:max_chars])
-        if len(out) == n: break
-    return out
-
-DOMAINS = ("math", "code", "prose")
-
-def embedded_corpus(n_per_domain:int=400, seed:int=0) -> dict[str, list[str]]:
-    "The embedded pretraining corpus: `n_per_domain` documents of math, code and prose."
-    return {"math": math_docs(n_per_domain, seed), "code": code_docs(n_per_domain, seed), "prose": prose_docs(n_per_domain, seed)}
-
-# %% ../nbs/01_data.ipynb #60909c3b
-def _src_arith(rng):
-    q, sol, ans = _arith_chain(rng)
-    wrong = ans + rng.choice([-1, 1]) * rng.randint(1, 9)
-    return q, f"{sol} The answer is {ans}.", f"{sol.rsplit(' = ', 1)[0]} = {wrong}. The answer is {wrong}."
-
-def _src_word(rng):
-    q, sol, ans = _word_problem(rng)
-    wrong = ans + rng.choice([-1, 1]) * rng.randint(1, 9)
-    return q, f"{sol} The answer is {ans}.", f"{sol.rsplit(' = ', 1)[0]} = {wrong}. The answer is {wrong}."
-
-def _src_sort(rng):
-    xs = rng.sample(range(1, 100), rng.randint(4, 8)); s = sorted(xs)
-    w = s[:]; i = rng.randrange(len(w) - 1); w[i], w[i + 1] = w[i + 1], w[i]
-    return (f"Sort these numbers in ascending order: {', '.join(map(str, xs))}.",
-            f"In ascending order: {', '.join(map(str, s))}.", f"In ascending order: {', '.join(map(str, w))}.")
-
-_WORDS = ["planet", "garden", "silver", "bridge", "rocket", "window", "forest", "candle", "puzzle", "harbor",
-          "meadow", "lantern", "pebble", "thunder", "violin", "compass", "orchard", "glacier", "falcon", "marble"]
-
-def _src_spell(rng):
-    w = rng.choice(_WORDS); r = w[::-1]; i = rng.randrange(len(w) - 1)
-    wr = r[:i] + r[i + 1] + r[i] + r[i + 2:]
-    return f"Spell the word '{w}' backwards.", f"'{w}' backwards is '{r}'.", f"'{w}' backwards is '{wr}'."
-
-_PYDOC: list = []
-def _pydoc_pool():
-    if not _PYDOC:
-        for name, _, doc in _stdlib_units(7):
-            first = doc.strip().split("\n\n")[0].replace("\n", " ").strip()
-            if 30 <= len(first) <= 200 and name.count(".") == 1: _PYDOC.append((name, first))
-            if len(_PYDOC) >= 600: break
-    return _PYDOC
-
-def _src_pydoc(rng):
-    pool = _pydoc_pool(); (name, doc), (_, other) = rng.sample(pool, 2)
-    return f"In the Python standard library, what does `{name}` do?", doc, other
-
-SOURCES = {"arith": _src_arith, "word_problems": _src_word, "sorting": _src_sort, "spelling": _src_spell, "pydoc": _src_pydoc}
-CORRUPTIONS = ("wrong", "shuffled", "truncated", "boilerplate")
-_BOILER = ["I'm sorry, but I can't help with that request.", "As an AI language model, I do not have an answer to that.",
-           "Here is the answer to your question. Let me know if you need anything else!"]
-
-def corrupt(answer:str, wrong:str, how:str, rng:random.Random) -> str:
-    "The answer damaged in one of the `CORRUPTIONS` ways."
-    if how == "wrong": return wrong
-    words = answer.split()
-    if how == "shuffled":
-        for _ in range(10):
-            s = words[:]; rng.shuffle(s)
-            if s != words or len(set(words)) < 2: break
-        return " ".join(s)
-    if how == "truncated": return " ".join(words[:max(1, len(words) // 3)])
-    if how == "boilerplate": return rng.choice(_BOILER)
-    raise ValueError(f"corruption {how!r} is not known; expected one of {CORRUPTIONS}")
-
-# %% ../nbs/01_data.ipynb #59e92a59
-def embedded_instructions(n:int=2000, # number of samples
-                          bad_fraction:float=0.3, # share deliberately corrupted
-                          seed:int=0,
-                          sources:tuple=tuple(SOURCES), # which synthetic sources to draw from
-                         ) -> tuple[list[dict], list[dict]]:
-    "Instruction records in the messages format, and their ground-truth quality labels."
-    if not 0 <= bad_fraction <= 1: raise ValueError(f"bad_fraction={bad_fraction}: expected a value in [0, 1]")
-    for s in sources:
-        if s not in SOURCES: raise ValueError(f"source {s!r} is not known; expected some of {tuple(SOURCES)}")
-    rng = random.Random(f"instructions-{seed}")
-    n_bad = round(n * bad_fraction)
-    kinds = [CORRUPTIONS[i % len(CORRUPTIONS)] for i in range(n_bad)] + ["none"] * (n - n_bad)
-    rng.shuffle(kinds)
-    recs, labels = [], []
-    for i, how in enumerate(kinds):
-        src = sources[i % len(sources)]
-        q, a, w = SOURCES[src](rng)
-        if how != "none": a = corrupt(a, w, how, rng)
-        rid = f"{src}_{i}"
-        recs.append({"dataset": src, "id": rid, "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
-        labels.append({"id": rid, "dataset": src, "clean": how == "none", "corruption": how})
-    return recs, labels
-
-def embedded_eval(n:int=300, seed:int=10_000, sources:tuple=tuple(SOURCES)) -> list[dict]:
-    "A clean held-out set with multiple-choice fields (`choices`, `gold`)."
-    rng = random.Random(f"eval-{seed}")
-    out = []
-    for i in range(n):
-        src = sources[i % len(sources)]
-        q, a, w = SOURCES[src](rng)
-        distract = [w] + [SOURCES[src](rng)[2] for _ in range(2)]
-        choices = [a] + distract
-        order = list(range(4)); rng.shuffle(order)
-        out.append({"dataset": src, "id": f"eval_{src}_{i}", "question": q, "answer": a,
-                    "choices": [choices[j] for j in order], "gold": order.index(0),
-                    "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
-    return out
-
-# %% ../nbs/01_data.ipynb #fc3b28ff
-def write_embedded(out_dir:str|Path, n_docs:int=400, n_instructions:int=2000, bad_fraction:float=0.3,
-                   n_eval:int=300, seed:int=0) -> dict[str, Path]:
-    "Write the embedded corpus, instruction set, quality labels and eval set as JSONL under `out_dir`."
-    out_dir = Path(out_dir); paths = {}
-    for dom, docs in embedded_corpus(n_docs, seed).items():
-        paths[dom] = save_jsonl(({"text": t, "domain": dom} for t in docs), out_dir/"corpus"/f"{dom}.jsonl")
-    recs, labels = embedded_instructions(n_instructions, bad_fraction, seed)
-    paths["train"] = save_jsonl(recs, out_dir/"instructions.jsonl")
-    paths["labels"] = save_jsonl(labels, out_dir/"quality_labels.jsonl")
-    paths["eval"] = save_jsonl(embedded_eval(n_eval, seed + 10_000), out_dir/"eval.jsonl")
-    return paths
-
-# %% ../nbs/01_data.ipynb #d9b826be
+# %% ../nbs/01_data.ipynb #65e2309e
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 FORMAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|im_start|>", "<|im_end|>")
 SPECIAL_TOKENS = (EOS, PAD) + FORMAT_TOKENS
@@ -313,43 +128,6 @@ TEMPLATES = {
                "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"),
 }
 
-def train_tokenizer(texts:list[str], vocab_size:int=4096, template:str="tulu"):
-    "Train a byte-level BPE on `texts` and wrap it as a transformers fast tokenizer with a chat template."
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
-    from transformers import PreTrainedTokenizerFast
-    if template not in TEMPLATES: raise ValueError(f"template={template!r} is not known; expected one of {tuple(TEMPLATES)}")
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator(texts, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token=EOS, pad_token=PAD,
-                                  additional_special_tokens=list(FORMAT_TOKENS))
-    tok.chat_template = TEMPLATES[template]
-    return tok
-
-# %% ../nbs/01_data.ipynb #9851300f
-def _cache_root() -> Path:
-    import platformdirs
-    return Path(platformdirs.user_cache_dir("moe_nb"))
-
-def get_tokenizer(name_or_path:str|Path|None=None, # None: the embedded tokenizer; else a local path or hub name
-                  vocab_size:int=4096, template:str="tulu", cache_dir:str|Path|None=None):
-    "The embedded BPE tokenizer (built once, cached), or a pretrained one by path or name."
-    from transformers import AutoTokenizer
-    if name_or_path is not None: return AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
-    import sys, moe_nb
-    key = hashlib.sha256(json.dumps([vocab_size, template, moe_nb.__version__, sys.version_info[:2]]).encode()).hexdigest()[:12]
-    d = Path(cache_dir or _cache_root())/f"tokenizer-{vocab_size}-{key}"
-    def build(tmp:Path):
-        corpus = embedded_corpus(400, seed=0)
-        recs, _ = embedded_instructions(2000, bad_fraction=0.0, seed=0)
-        texts = [t for docs in corpus.values() for t in docs] + [m["content"] for r in recs for m in r["messages"]]
-        train_tokenizer(texts, vocab_size, template).save_pretrained(tmp)
-    return cached(d, build, AutoTokenizer.from_pretrained, what="embedded tokenizer")
-
-# %% ../nbs/01_data.ipynb #65e2309e
 def _pieces(m:dict, template:str, eos:str) -> tuple[str, str, str]:
     if template == "tulu": return f"<|{m['role']}|>\n", m["content"], (eos if m["role"] == "assistant" else "") + "\n"
     if template == "chatml": return f"<|im_start|>{m['role']}\n", m["content"], "<|im_end|>\n"
@@ -407,16 +185,3 @@ def pack_tokens(texts:list[str], tok, seq_len:int=128) -> torch.Tensor:
     n = len(ids) // seq_len
     if n == 0: raise ValueError(f"{len(ids)} tokens are fewer than one block of seq_len={seq_len}")
     return torch.tensor(ids[:n * seq_len], dtype=torch.long).view(n, seq_len)
-
-# %% ../nbs/01_data.ipynb #f39ee055
-def corpus_blocks(tok, docs_per_domain:int=300, seq_len:int=128,
-                  n_eval:int|float=64, # held-out blocks: a count, or a fraction in (0, 1)
-                  seed:int=0, corpus_seed:int|None=None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    "(train, held-out) token blocks of the whole embedded corpus; `n_eval` blocks are held out at random."
-    texts = [t for docs in embedded_corpus(docs_per_domain, seed=seed if corpus_seed is None else corpus_seed).values() for t in docs]
-    blocks = pack_tokens(texts, tok, seq_len)
-    if isinstance(n_eval, float): n_eval = max(1, int(len(blocks) * n_eval))
-    if not 0 < n_eval < len(blocks): raise ValueError(f"n_eval={n_eval}: expected 0 < n_eval < {len(blocks)} blocks")
-    perm = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))
-    return blocks[perm[n_eval:]], blocks[perm[:n_eval]]

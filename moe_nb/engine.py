@@ -11,19 +11,18 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
-
 import numpy as np
 import torch
 from torch import nn
 
-from .core import (Config, ConfigError, get_device, get_dtype, precision_name,
-                         save_tensors, load_tensors, save_json, load_json, atomic_open, get_logger,
-                         append_jsonl, read_jsonl_log)
+from .core import (Config, ConfigError, get_device, get_dtype, precision_name, save_tensors, load_tensors,
+    save_json, load_json, atomic_open, get_logger, append_jsonl, read_jsonl_log)
+from .hooks import Hook
 
 # %% auto #0
 __all__ = ['TRACKERS', 'TrainConfig', 'lr_factor', 'count_params', 'set_trainable', 'param_groups', 'add_lora', 'model_loss',
-           'Hook', 'LinearAnneal', 'IndexStream', 'default_collate', 'latest_checkpoint', 'NonFiniteLossError',
-           'Trainer', 'save_checkpoint', 'load_checkpoint', 'evaluate', 'fit', 'read_tracker_log', 'launch_module']
+           'IndexStream', 'default_collate', 'latest_checkpoint', 'NonFiniteLossError', 'Trainer', 'save_checkpoint',
+           'load_checkpoint', 'evaluate', 'fit', 'read_tracker_log']
 
 # %% ../nbs/05_engine.ipynb #141def16
 TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}  # tracker -> the package it needs
@@ -136,26 +135,6 @@ def model_loss(model:nn.Module, batch:dict) -> dict:
     terms = {"loss": out.loss}
     if getattr(out, "aux_loss", None) is not None: terms["aux_loss"] = out.aux_loss
     return terms
-
-# %% ../nbs/05_engine.ipynb #45e9a13d
-class Hook:
-    "Base class of engine hooks; every method is optional."
-    def on_step_start(self, trainer, step:int): pass
-    def on_step_end(self, trainer, step:int, logs:dict): pass
-    def state_dict(self) -> dict: return {}
-    def load_state_dict(self, d:dict): pass
-
-class LinearAnneal(Hook):
-    "Move a value linearly from `start` to `end` over `steps` optimizer steps, clamped at `end`; apply it with `setter`."
-    def __init__(self, name:str, start:float, end:float, steps:int, setter:Callable[[float], None]):
-        self.name, self.start, self.end, self.steps, self.setter = name, start, end, steps, setter
-        self.value = start; setter(start)
-    def on_step_start(self, trainer, step):
-        t = min(1.0, step / max(1, self.steps))
-        self.value = self.start + (self.end - self.start) * t; self.setter(self.value)
-    def on_step_end(self, trainer, step, logs): logs[self.name] = self.value
-    def state_dict(self): return {"value": self.value}
-    def load_state_dict(self, d): self.value = d["value"]; self.setter(self.value)
 
 # %% ../nbs/05_engine.ipynb #667296d8
 class IndexStream:
@@ -469,20 +448,3 @@ def read_tracker_log(run_dir:str|Path, tracker:str) -> list[dict]:
     read = {"tensorboard": _tensorboard_rows, "wandb": _wandb_rows, "trackio": _trackio_rows}.get(tracker)
     if read is None: raise ValueError(f"tracker={tracker!r}: expected one of {sorted(TRACKERS)[1:]}")
     return [{"step": s, **v} for s, v in sorted(read(Path(run_dir)).items())]
-
-# %% ../nbs/05_engine.ipynb #83738cbe
-def launch_module(module:str, # a module with a `python -m MODULE JOB.json` entry point, e.g. "moe_nb.sft"
-                  job_file:str|Path, num_processes:int=2,
-                  accelerate_config:str|Path|None=None, # an accelerate config file (DeepSpeed, FSDP); None: torch.distributed.run
-                  env:dict|None=None, timeout:float|None=None, what:str="job"):
-    "Run `python -m module job_file` in `num_processes` processes; raise with the launcher's stderr if it fails."
-    import os, subprocess, sys
-    if accelerate_config:
-        if not Path(accelerate_config).exists(): raise FileNotFoundError(f"accelerate_config={accelerate_config}: no such file")
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
-               "--num_processes", str(num_processes), "-m", module, str(job_file)]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(num_processes), "-m", module, str(job_file)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
-    if r.returncode != 0: raise RuntimeError(f"{what} in {num_processes} processes failed ({' '.join(cmd)}):\n{r.stderr[-4000:]}")
-    return r

@@ -14,7 +14,7 @@ def x_ids(b=3, t=12, seed=7):
     return torch.randint(5, 4000, (b, t), generator=torch.Generator().manual_seed(seed))
 
 def records(n=24):
-    from moe_nb.data import embedded_instructions
+    from moe_nb.embedded import embedded_instructions
     return embedded_instructions(n, bad_fraction=0.3, seed=0)[0]
 
 def fwd(m, x=None, **kw):
@@ -41,7 +41,7 @@ def gpt_oss():
     return load_backbone("tiny-gpt_oss-random")
 
 def blocks(tok, n=12, t=32):
-    from moe_nb.data import corpus_blocks
+    from moe_nb.embedded import corpus_blocks
     return corpus_blocks(tok, 20, t, n_eval=2, seed=0)[0][:n]
 
 def tiny_trainer(run_dir, steps, save_every):
@@ -54,19 +54,20 @@ def tiny_trainer(run_dir, steps, save_every):
 
 # ---------------------------------------------------------------------------------------------------- the writer
 def write(root:Path) -> dict:
-    from moe_nb.data import get_tokenizer
-    from moe_nb.select_moe import (convert_olmoe_to_select_moe, prepare_router_training, save_router,
-                                   compute_router_data, save_router_data)
-    from moe_nb.selection import select_from_router_data
+    from moe_nb.embedded import get_tokenizer
+    from moe_nb.select_moe.model import convert_olmoe_to_select_moe
+    from moe_nb.select_moe.router import prepare_router_training, save_router
+    from moe_nb.select_moe.router_data import compute_router_data, save_router_data
+    from moe_nb.select_moe.selection import select_from_router_data
     from moe_nb.engine import Trainer, TrainConfig, add_lora
-    from moe_nb.sft import save_adapter
+    from moe_nb.select_moe.finetune import save_adapter
     from moe_nb.tokens import write_token_shards, TokenShards, PackedBlocks
-    from moe_nb.distill import precompute_teacher
-    from moe_nb.shared_expert import collect_router_stats, choose_experts, add_shared_experts
-    from moe_nb.parscale import convert_to_parscale_model
-    from moe_nb.polychromatic import PolychromaticLM, VanillaLM, poly_config, save_polychromatic
+    from moe_nb.nexus.distill import precompute_teacher
+    from moe_nb.nexus.model import collect_router_stats, choose_experts, add_shared_experts
+    from moe_nb.parscale.model import convert_to_parscale_model
+    from moe_nb.polychromatic.model import PolychromaticLM, VanillaLM, poly_config, save_polychromatic
     from moe_nb.eval import results_table
-    from moe_nb.sft import append_results, eval_rows, summarize
+    from moe_nb.select_moe.experiment import append_results, eval_rows, summarize
     from moe_nb.core import save_json, save_jsonl
     from moe_nb.zoo import load_backbone
     tok, ref = get_tokenizer(), {}
@@ -160,9 +161,9 @@ def write(root:Path) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- the reader
 def read(root:Path) -> dict:
-    import moe_nb.select_moe, moe_nb.shared_expert, moe_nb.parscale  # noqa: F401  (register the model classes)
+    import moe_nb.select_moe.model, moe_nb.nexus.model, moe_nb.parscale.model  # noqa: F401  (register the model classes)
     from transformers import AutoModelForCausalLM
-    from moe_nb.data import get_tokenizer
+    from moe_nb.embedded import get_tokenizer
     tok, out = get_tokenizer(), {}
 
     def select_moe_model():
@@ -170,12 +171,13 @@ def read(root:Path) -> dict:
         return {"logits": o.logits, "gates": torch.stack([g["quality_score"] for g in o.router_logits])}
 
     def router(mode):
-        from moe_nb.select_moe import load_router
+        from moe_nb.select_moe.router import load_router
         m = load_router(root/f"router_{mode}")
         return {"logits": fwd(m).logits, "gates": gates(m)}
 
     def router_data():
-        from moe_nb.select_moe import load_router, load_router_data, compute_router_data, _FIELDS
+        from moe_nb.select_moe.router import load_router
+        from moe_nb.select_moe.router_data import load_router_data, compute_router_data, _FIELDS
         d = load_router_data(root/"router_data")
         recs = records()
         by_id = {r["id"]: (name, j) for name, v in d.items() for j, r in enumerate(v["records"])}
@@ -185,8 +187,8 @@ def read(root:Path) -> dict:
         return {"loaded": loaded, "recomputed": again, "ids": ids}
 
     def selection():
-        from moe_nb.selection import select_from_router_data
-        from moe_nb.sft import read_selected
+        from moe_nb.select_moe.selection import select_from_router_data
+        from moe_nb.select_moe.finetune import read_selected
         tmp = root/"selection_again"
         rep = select_from_router_data(root/"router_data", tmp, selection_percentage=0.25, k_range=(2, 4), seed=0)
         files = {p.name: p.read_bytes() for p in sorted((tmp/"selected").iterdir())}
@@ -194,13 +196,13 @@ def read(root:Path) -> dict:
         return {"ids": rep["selected_ids"], "files": files, "read": [r["id"] for r in read_selected(root/"selection"/"selected_data.jsonl")]}
 
     def adapter():
-        from moe_nb.sft import load_adapted
+        from moe_nb.select_moe.finetune import load_adapted
         from moe_nb.zoo import load_backbone
         return {"logits": fwd(load_adapted(load_backbone("tiny-qwen2-random", num_hidden_layers=1), root/"adapter")).logits}
 
     def token_shards():
         from moe_nb.tokens import write_token_shards, TokenShards, PackedBlocks
-        from moe_nb.data import embedded_corpus
+        from moe_nb.embedded import embedded_corpus
         pb = PackedBlocks(TokenShards(root/"token_shards", tok, verify="sha256"), 64)
         docs = [t for d in embedded_corpus(15, seed=0).values() for t in d]
         write_token_shards(docs, tok, root/"shards_again", source="contract", shard_tokens=2000)
@@ -208,14 +210,14 @@ def read(root:Path) -> dict:
         return {"blocks": [pb[i] for i in range(len(pb))], "bytes_equal": same, "n_files": len(list((root/"token_shards").glob("shard-*.bin")))}
 
     def teacher_shards():
-        from moe_nb.distill import TeacherShards
+        from moe_nb.nexus.distill import TeacherShards
         ts = TeacherShards(root/"teacher_shards", vocab_size=gpt_oss().config.vocab_size, seq_len=32)
         items = [ts[i] for i in range(len(ts))]
         return {"values": torch.stack([i["teacher_values"] for i in items]), "indices": torch.stack([i["teacher_indices"] for i in items]),
                 "logz": torch.stack([i["teacher_logz"] for i in items]), "blocks": torch.stack([i["input_ids"] for i in items])}
 
     def router_stats():
-        from moe_nb.shared_expert import RouterStats, choose_experts, add_shared_experts
+        from moe_nb.nexus.model import RouterStats, choose_experts, add_shared_experts
         from moe_nb.core import load_json
         st = RouterStats.load(root/"router_stats.safetensors")
         saved = load_json(root/"expert_choice.json")
@@ -223,16 +225,16 @@ def read(root:Path) -> dict:
         return {"probs": st.probs, "counts": st.counts, "choice": choose_experts(st, k=3), "saved_choice": saved, "logits": fwd(nx).logits}
 
     def nexus_model():
-        from moe_nb.shared_expert import load_nexus
+        from moe_nb.nexus.model import load_nexus
         return {k: fwd(load_nexus(root/"nexus_model"/k)).logits for k in ("fixed", "learnable")}
 
     def parscale_model():
-        from moe_nb.parscale import load_parscale
+        from moe_nb.parscale.model import load_parscale
         ps = load_parscale(root/"parscale_model", P=3).eval()
         return {"logits": fwd(ps).logits, "gen": ps.generate(x_ids(1, 6), max_new_tokens=5, do_sample=False, pad_token_id=0)}
 
     def polychromatic_model():
-        from moe_nb.polychromatic import load_polychromatic
+        from moe_nb.polychromatic.model import load_polychromatic
         poly, van = load_polychromatic(root/"polychromatic_model"/"poly"), load_polychromatic(root/"polychromatic_model"/"vanilla")
         x = x_ids()
         return {"poly": fwd(poly).logits, "vanilla": fwd(van).logits, "loss": poly(input_ids=x, labels=x).loss.detach(),
@@ -249,7 +251,7 @@ def read(root:Path) -> dict:
                 "final": {n: p.detach().clone() for n, p in tr.unwrapped.named_parameters()}}
 
     def results_table():
-        from moe_nb.sft import eval_rows, summarize
+        from moe_nb.select_moe.experiment import eval_rows, summarize
         rows = [json.loads(l) for l in (root/"results_table"/"results.jsonl").read_text().splitlines()]
         return {"rows": rows, "summary": summarize(rows), "again": eval_rows(root/"results_table"/"runs")}
 

@@ -4,7 +4,8 @@ from pathlib import Path
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from moe_nb.core import save_tensors
-from moe_nb.engine import Trainer, TrainConfig, Hook
+from moe_nb.engine import Trainer, TrainConfig
+from moe_nb.hooks import Hook
 
 ap = argparse.ArgumentParser()
 ap.add_argument("run_dir"); ap.add_argument("--steps", type=int, default=30); ap.add_argument("--batch-size", type=int, default=8)

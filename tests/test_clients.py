@@ -11,12 +11,12 @@ TASKS = ["moe_nb_heldout", "moe_nb_answers"]
 
 def saved_models(root: Path) -> dict:
     "The four kinds of model moe_nb saves, each with its tokenizer."
-    from moe_nb.data import get_tokenizer
+    from moe_nb.embedded import get_tokenizer
     from moe_nb.zoo import load_backbone
-    from moe_nb.select_moe import convert_olmoe_to_select_moe
-    from moe_nb.shared_expert import add_shared_experts
-    from moe_nb.parscale import convert_to_parscale_model
-    from moe_nb.polychromatic import PolychromaticLM, poly_config, save_polychromatic
+    from moe_nb.select_moe.model import convert_olmoe_to_select_moe
+    from moe_nb.nexus.model import add_shared_experts
+    from moe_nb.parscale.model import convert_to_parscale_model
+    from moe_nb.polychromatic.model import PolychromaticLM, poly_config, save_polychromatic
     tok = get_tokenizer()
     torch.manual_seed(0)
     models = {"select_moe": convert_olmoe_to_select_moe("tiny-olmoe-random", quality_gate_init_std=0.2),

@@ -94,7 +94,7 @@ def test_bad_presets_file(capsys, tmp_path, monkeypatch, text, msg):
     assert rc == 2 and "presets.yaml" in out and msg in out and "Traceback" not in out, out
 
 def test_runs_listing_survives_a_bad_run(capsys, tmp_path):
-    from moe_nb.core import make_run_dir, update_metrics
+    from moe_nb.runs import make_run_dir, update_metrics
     good = make_run_dir("p", {"a": 1}, tmp_path); update_metrics(good, status="completed")
     bad = make_run_dir("p", {"a": 2}, tmp_path); (bad/"metrics.json").write_text("[1, 2, 3]")
     torn = make_run_dir("p", {"a": 3}, tmp_path); (torn/"metrics.json").write_text('{"status": "comp')
@@ -102,7 +102,7 @@ def test_runs_listing_survives_a_bad_run(capsys, tmp_path):
     assert rc == 0 and out.count("unreadable") == 2 and "completed" in out, out
 
 def test_resume_refusals(capsys, tmp_path):
-    from moe_nb.core import make_run_dir, update_metrics
+    from moe_nb.runs import make_run_dir, update_metrics
     rd = make_run_dir("tiny_lm", {"a": 1}, tmp_path); update_metrics(rd, status="completed")
     rc, out = cli(capsys, "resume", rd, "--runs-dir", tmp_path)
     assert rc == 2 and "already completed; nothing to resume" in out, out
@@ -134,7 +134,7 @@ def test_truncated_model_checkpoint(tmp_path):
 
 def test_pickle_only_checkpoints_refused(tmp_path):
     from moe_nb.zoo import random_model, load_backbone
-    from moe_nb.parscale import load_parscale, convert_to_parscale_model
+    from moe_nb.parscale.model import load_parscale, convert_to_parscale_model
     m = random_model("qwen2"); m.config.save_pretrained(tmp_path/"pk"); torch.save(m.state_dict(), tmp_path/"pk"/"pytorch_model.bin")
     with pytest.raises(ValueError, match="the weights are pickles"): load_backbone(str(tmp_path/"pk"))
     ps = convert_to_parscale_model(m, P=2, n_tokens=2); ps.config.save_pretrained(tmp_path/"pp")
@@ -144,13 +144,13 @@ def test_pickle_only_checkpoints_refused(tmp_path):
 def test_truncated_adapter(tmp_path):
     from moe_nb.zoo import random_model
     from moe_nb.engine import add_lora
-    from moe_nb.sft import load_adapted
+    from moe_nb.select_moe.finetune import load_adapted
     add_lora(random_model("qwen2"), r=2, target_modules=["q_proj"]).save_pretrained(tmp_path/"ad")
     truncate(tmp_path/"ad"/"adapter_model.safetensors", 50)
     with pytest.raises(ValueError, match=r"adapter_model.safetensors: not a readable safetensors file"): load_adapted(random_model("qwen2"), tmp_path/"ad")
 
 def test_truncated_polychromatic(tmp_path):
-    from moe_nb.polychromatic import PolychromaticLM, poly_config, save_polychromatic, load_polychromatic
+    from moe_nb.polychromatic.model import PolychromaticLM, poly_config, save_polychromatic, load_polychromatic
     save_polychromatic(PolychromaticLM(poly_config("tiny", n_layers=1)), tmp_path/"p"); truncate(tmp_path/"p"/"model.safetensors")
     with pytest.raises(ValueError, match=r"p/model.safetensors: not a readable safetensors file"): load_polychromatic(tmp_path/"p")
     (tmp_path/"p"/"polychromatic.json").write_text('{"class": ')
@@ -207,8 +207,8 @@ def test_nonfinite_hyperparameters_refused():
 
 def test_manifests_that_do_not_parse(tmp_path):
     from moe_nb.tokens import write_token_shards, TokenShards
-    from moe_nb.select_moe import load_router_data
-    from moe_nb.data import get_tokenizer
+    from moe_nb.select_moe.router_data import load_router_data
+    from moe_nb.embedded import get_tokenizer
     write_token_shards(["a b c"] * 20, get_tokenizer(), tmp_path/"sh", shard_tokens=30)
     (tmp_path/"sh"/"manifest.json").write_text('{"format": ')
     with pytest.raises(ValueError, match=r"sh/manifest.json: not valid JSON"): TokenShards(tmp_path/"sh")
@@ -217,7 +217,8 @@ def test_manifests_that_do_not_parse(tmp_path):
 
 def test_shard_overwritten_at_the_same_size(tmp_path):
     from moe_nb.tokens import write_token_shards, TokenShards
-    from moe_nb.data import get_tokenizer, DataError
+    from moe_nb.embedded import get_tokenizer
+    from moe_nb.data import DataError
     tok, docs = get_tokenizer(), [f"document number {i} about things" for i in range(60)]
     man = write_token_shards(docs, tok, tmp_path/"sh", shard_tokens=50)
     f = tmp_path/"sh"/man["shards"][1]["file"]
@@ -230,13 +231,13 @@ def test_zoo_and_tokenizer_caches_heal(tmp_path, monkeypatch):
     import shutil
     from moe_nb import data
     from moe_nb.zoo import pretrained_tiny
-    from moe_nb.data import get_tokenizer
+    from moe_nb.embedded import get_tokenizer
     a = {k: v.clone() for k, v in pretrained_tiny("qwen2", steps=4, cache_dir=tmp_path/"c").state_dict().items()}  # not the mmapped file
     (w,) = (tmp_path/"c"/"zoo").glob("*/model.safetensors"); truncate(w)
     b = pretrained_tiny("qwen2", steps=4, cache_dir=tmp_path/"c")
     assert all(torch.equal(a[k], v) for k, v in b.state_dict().items())
-    from moe_nb.data import _cache_root
-    src = next(p for p in _cache_root().glob("tokenizer-4096-*") if (p/"tokenizer.json").exists())
+    from moe_nb.core import cache_root
+    src = next(p for p in cache_root().glob("tokenizer-4096-*") if (p/"tokenizer.json").exists())
     shutil.copytree(src, tmp_path/"t"/src.name)
     truncate(tmp_path/"t"/src.name/"tokenizer.json", 100)
     monkeypatch.setattr(data, "embedded_corpus", lambda n, seed=0: {"math": ["1 + 1 = 2"] * 20})  # a quick rebuild
@@ -282,7 +283,7 @@ def test_kill_during_training_then_resume(tmp_path):
 SHARD_WRITER = """
 import sys, time
 from moe_nb.tokens import write_token_shards
-from moe_nb.data import get_tokenizer
+from moe_nb.embedded import get_tokenizer
 def docs():
     for i in range(400):
         if sys.argv[2] == "slow" and i > 100: time.sleep(0.02)
@@ -305,7 +306,7 @@ def test_kill_during_shard_writing(tmp_path):
     assert not list((tmp_path/"killed").glob(".*.tmp")), "no temporary file is left"
 
 def test_bad_custom_trash_expert_named_before_training():
-    from moe_nb.select_moe import convert_olmoe_to_select_moe
+    from moe_nb.select_moe.model import convert_olmoe_to_select_moe
     from moe_nb.zoo import random_model
     with pytest.raises(ValueError, match="trash_expert_custom='torch:nope': module 'torch' has no attribute 'nope'"):
         convert_olmoe_to_select_moe(random_model("olmoe"), trash_expert_mode="custom", trash_expert_custom="torch:nope")

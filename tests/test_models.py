@@ -7,9 +7,9 @@ import json, subprocess, sys
 import pytest, torch
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, GptOssConfig, GptOssForCausalLM, OlmoeConfig,
                           OlmoeForCausalLM, Qwen2Config, Qwen2ForCausalLM)
-from moe_nb.select_moe import convert_olmoe_to_select_moe, SelectMoeForCausalLM, SelectMoeModel
-from moe_nb.shared_expert import add_shared_experts, GptOssNexusForCausalLM, GptOssNexusModel
-from moe_nb.parscale import convert_to_parscale_model, Qwen2ParScaleForCausalLM, Qwen2ParScaleModel, ParScaleCache
+from moe_nb.select_moe.model import convert_olmoe_to_select_moe, SelectMoeForCausalLM, SelectMoeModel
+from moe_nb.nexus.model import add_shared_experts, GptOssNexusForCausalLM, GptOssNexusModel
+from moe_nb.parscale.model import convert_to_parscale_model, Qwen2ParScaleForCausalLM, Qwen2ParScaleModel, ParScaleCache
 
 V, PAD, EOS = 97, 0, 1
 
@@ -101,7 +101,7 @@ def test_fresh_process_from_pretrained(tmp_path):
     script = """
 import sys, torch
 from pathlib import Path
-import moe_nb.select_moe, moe_nb.shared_expert, moe_nb.parscale
+import moe_nb.select_moe.model, moe_nb.nexus.model, moe_nb.parscale.model
 from transformers import AutoModelForCausalLM
 d = Path(sys.argv[1]); x = torch.load(d/"x.pt", weights_only=True); out = {}
 for name in ("select_moe", "nexus", "parscale"):

@@ -65,7 +65,7 @@ def test_bad_input(tmp_path, param, value, message):
 def test_checkpoint_by_path(tmp_path):
     "A GPT-OSS checkpoint directory (weights + tokenizer), as a real user brings one; the converted model reloads from its run."
     from moe_nb.zoo import load_backbone
-    from moe_nb.data import get_tokenizer
+    from moe_nb.embedded import get_tokenizer
     ck = tmp_path/"gpt-oss-ck"
     load_backbone("tiny-gpt_oss").save_pretrained(ck); get_tokenizer().save_pretrained(ck)
     r = moe_nb("run", "nexus", "--preset", "smoke", "-p", "model", ck, "-p", "init", "top1", "-p", "dtype", "float32",

@@ -43,7 +43,7 @@ def test_two_processes_match_one(tmp_path):
     """Two data-parallel processes with batch b see the samples one process with batch 2b sees: the same tokens and the
     same losses step by step (up to the per-rank averaging of unequal label counts; Adam amplifies that in the weights
     of rare tokens, so losses are compared, not weights)."""
-    from moe_nb.polytrain import PretrainConfig, pretrain, launch_job
+    from moe_nb.polychromatic.train import PretrainConfig, pretrain, launch_job
     base = dict(n_embedded=60, seq_len=32, n_eval_blocks=2, shard_tokens=10_000, model={"gumbel_train": False}, shards_dir=str(tmp_path/"shards"))
     train = dict(steps=6, lr=3e-3, tracker="none", progress=False, cpu=True, log_every=1)
     pretrain(PretrainConfig(**base, train={**train, "batch_size": 4}), tmp_path/"one")
@@ -56,7 +56,7 @@ def test_two_processes_match_one(tmp_path):
     assert (tmp_path/"two"/"model"/"polychromatic.json").exists()
 
 def test_compiled_kernels_match_eager():
-    from moe_nb.polyglu import poly_mix
+    from moe_nb.polychromatic.polyglu import poly_mix
     torch.manual_seed(0)
     z, u, r, al = torch.randn(100, 32), torch.randn(100, 32), torch.randn(100, 4), torch.randn(32, 4)
     outs = []
@@ -77,7 +77,7 @@ def test_bad_config(tmp_path, args, message):
     assert m["status"] == "failed" and not (rd/"model").exists()
 
 def test_shards_of_another_tokenizer(tmp_path):
-    from moe_nb.data import get_tokenizer
+    from moe_nb.embedded import get_tokenizer
     from moe_nb.tokens import tokenize_sources
     tokenize_sources({"math": "embedded:math", "stem": "embedded:prose", "code": "embedded:code"}, get_tokenizer(vocab_size=2048),
                      tmp_path/"shards", shard_tokens=20_000, n_embedded=100)

@@ -25,7 +25,7 @@ def test_warmup(stage1):
     assert "training 1,152 of" in (wr/"run.log").read_text()
 
 def test_router_data(stage1):
-    from moe_nb.select_moe import load_router_data
+    from moe_nb.select_moe.router_data import load_router_data
     runs, wr = stage1
     r = moe_nb("run", "select_moe_router_data", "--preset", "smoke", "--runs-dir", runs, "--quiet")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -8,14 +8,14 @@ from test_cli import moe_nb, only_run
 def metrics(rd: Path) -> dict: return json.loads((rd/"metrics.json").read_text())
 
 def clean_records(n):
-    from moe_nb.data import embedded_instructions
+    from moe_nb.embedded import embedded_instructions
     recs, labels = embedded_instructions(200, 0.3, seed=0)
     return [r for r, l in zip(recs, labels) if l["clean"]][:n]
 
 def test_two_processes_equal_one(tmp_path):
     "Data parallel over 2 processes (gloo) gives the adapter of 1 process accumulating the same micro-batches."
     from moe_nb.core import save_jsonl, load_tensors
-    from moe_nb.sft import launch_finetune
+    from moe_nb.select_moe.finetune import launch_finetune
     data = save_jsonl(clean_records(32), tmp_path/"sel.jsonl")
     sft = {"epochs": 2.0, "lr": 3e-3, "max_len": 64, "lora_dropout": 0.0, "cpu": True, "save_every": 100}
     env = {"OMP_NUM_THREADS": "1"}
