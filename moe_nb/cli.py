@@ -6,19 +6,18 @@ Docs: https://moe-nb.github.io/moe_nb/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #6e6c6f1c
 from __future__ import annotations
-import argparse, ast, contextlib, difflib, logging, math, os, re, socket, sys, time
+import argparse, ast, contextlib, difflib, logging, os, re, socket, sys, time
 from pathlib import Path
 import yaml
 
 from .core import load_yaml, save_json
 from .runs import (make_run_dir, update_metrics, utc_stamp, heartbeat, run_status, read_metrics, fmt_value, format_table,
-                         list_runs, runs_table)
+                         list_runs, runs_table, range_problems)
 
 # %% auto #0
-__all__ = ['POSITIVE', 'NON_NEGATIVE', 'FRACTIONS', 'LOG_LINE', 'MODEL_MODULES', 'CliError', 'pipelines_dir', 'find_notebook',
-           'load_presets', 'notebook_params', 'check_params', 'range_problems', 'split_output', 'console',
-           'resolve_params', 'writable_dir', 'Interrupted', 'execute', 'run_notebook', 'find_run_dir', 'resume_run',
-           'demo_entries', 'quick_preset', 'main', 'lm_eval_cli']
+__all__ = ['LOG_LINE', 'MODEL_MODULES', 'CliError', 'pipelines_dir', 'find_notebook', 'load_presets', 'notebook_params',
+           'check_params', 'split_output', 'console', 'resolve_params', 'writable_dir', 'Interrupted', 'execute',
+           'run_notebook', 'find_run_dir', 'resume_run', 'demo_entries', 'quick_preset', 'main', 'lm_eval_cli']
 
 # %% ../nbs/90_cli.ipynb #2a3bd5cb
 class CliError(Exception):
@@ -110,40 +109,6 @@ def check_params(nb:Path, given:dict, spec:dict|None=None, where:str="-p") -> di
         out[k] = float(v) if isinstance(d, float) and type(v) is int else v
     return out
 
-POSITIVE = {"steps", "batch_size", "grad_accum", "seq_len", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "vocab_size",
-            "docs_per_domain", "n_embedded", "n_eval", "eval_n", "lora_r", "P", "n_tokens", "collect_tokens", "topk",
-            "shard_tokens", "n_eval_blocks", "num_processes", "routing_blocks", "k_step", "n_init", "workers", "diag_every",
-            "lr", "epochs", "temperature"}
-NON_NEGATIVE = {"warmup_steps", "weight_decay", "sfa_every", "lm_weight", "aux_weight", "quality_loss_weight",
-                "quality_gate_init_std", "lora_dropout", "k", "max_len", "shared_intermediate_size", "limit"}
-FRACTIONS = {"eval_fraction": "()", "subset_ratio": "(]", "selection_percentage": "(]", "bad_fraction": "[)", "warmup_ratio": "[)",
-             "var_threshold": "(]", "kl_mix": "[]", "sfa_factor": "[]", "attn_smooth": "[)", "decay_fraction": "(]",
-             "collapse_threshold": "(]"}
-
-def _in(v, b:str) -> bool:
-    return (0 < v if b[0] == "(" else 0 <= v) and (v < 1 if b[1] == ")" else v <= 1)
-
-def range_problems(p:dict) -> list[str]:
-    "What is out of range in a pipeline's parameters, by the names every pipeline shares (the conventions above)."
-    num = lambda k: isinstance(p.get(k), (int, float)) and not isinstance(p.get(k), bool) and math.isfinite(p[k])
-    out = [f"{k}={v}: expected a finite number" for k, v in p.items() if isinstance(v, float) and not math.isfinite(v)]
-    for k in POSITIVE:
-        if num(k) and not p[k] > 0: out.append(f"{k}={p[k]}: expected > 0")
-    for k in NON_NEGATIVE:
-        if num(k) and not p[k] >= 0: out.append(f"{k}={p[k]}: expected >= 0")
-    for k, b in FRACTIONS.items():
-        if num(k) and not _in(p[k], b): out.append(f"{k}={p[k]}: expected a value in {b[0]}0, 1{b[1]}")
-    if num("k_min") and num("k_max") and p["k_min"] > p["k_max"]: out.append(f"k_min={p['k_min']} > k_max={p['k_max']}")
-    if num("hidden_size") and num("num_heads") and p["num_heads"] > 0 and p["hidden_size"] % p["num_heads"]:
-        out.append(f"num_heads={p['num_heads']} does not divide hidden_size={p['hidden_size']}")
-    if num("num_heads") and num("num_kv_heads") and p["num_kv_heads"] > 0 and p["num_heads"] % p["num_kv_heads"]:
-        out.append(f"num_kv_heads={p['num_kv_heads']} does not divide num_heads={p['num_heads']}")
-    if num("warmup_steps") and num("steps") and p["warmup_steps"] > p["steps"]: out.append(f"warmup_steps={p['warmup_steps']} > steps={p['steps']}")
-    for k in ("model", "backbone", "base_model", "target_model", "router_model"):
-        d = Path(str(p.get(k, "")))
-        if p.get(k) and (d/"config.json").is_file() and not any((d/f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
-            out.append(f"{k}={str(d)!r}: a model directory without tokenizer files (tokenizer.json or tokenizer_config.json)")
-    return out
 
 # %% ../nbs/90_cli.ipynb #810d8491
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) moe_nb[\w.]*: ")

@@ -6,18 +6,22 @@ Docs: https://moe-nb.github.io/moe_nb/runs.html.md"""
 
 # %% ../nbs/09_runs.ipynb #1fdd75c2
 from __future__ import annotations
+import dataclasses, logging, math
+from dataclasses import dataclass
+from typing import ClassVar
 import os, sys, json, socket, hashlib, threading, time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 import yaml
 
-from .core import load_json, load_yaml, save_json, save_yaml
+from .core import Config, ConfigError, get_logger, seed_everything, load_json, load_yaml, save_json, save_yaml
 
 # %% auto #0
-__all__ = ['HEARTBEAT', 'STALE_AFTER_S', 'param_hash', 'utc_stamp', 'make_run_dir', 'update_metrics', 'open_run', 'heartbeat',
-           'read_metrics', 'run_status', 'find_run', 'run_nested', 'list_runs', 'fmt_value', 'format_table',
-           'runs_table', 'plot_metrics']
+__all__ = ['HEARTBEAT', 'STALE_AFTER_S', 'POSITIVE', 'NON_NEGATIVE', 'FRACTIONS', 'param_hash', 'utc_stamp', 'make_run_dir',
+           'update_metrics', 'open_run', 'heartbeat', 'read_metrics', 'run_status', 'find_run', 'range_problems',
+           'PipelineParams', 'TinyLmParams', 'run_nested', 'list_runs', 'fmt_value', 'format_table', 'runs_table',
+           'plot_metrics']
 
 # %% ../nbs/09_runs.ipynb #12cbfee5
 def param_hash(params:dict, n:int=8) -> str:
@@ -109,6 +113,95 @@ def find_run(ref:str|Path, # a run directory, or "latest"
         if run_status(d) in ("completed", "interactive") and (d/needs).exists(): return d
     raise FileNotFoundError(f"'latest': no finished {pipeline} run with {needs} under {root/pipeline}; "
                             f"run `moe-nb run {pipeline}` first or pass a run directory")
+
+# %% ../nbs/09_runs.ipynb #021c8241
+POSITIVE = {"steps", "batch_size", "grad_accum", "seq_len", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "vocab_size",
+            "docs_per_domain", "n_embedded", "n_eval", "eval_n", "lora_r", "P", "n_tokens", "collect_tokens", "topk",
+            "shard_tokens", "n_eval_blocks", "num_processes", "routing_blocks", "k_step", "n_init", "workers", "diag_every",
+            "lr", "epochs", "temperature"}
+NON_NEGATIVE = {"warmup_steps", "weight_decay", "sfa_every", "lm_weight", "aux_weight", "quality_loss_weight",
+                "quality_gate_init_std", "lora_dropout", "k", "max_len", "shared_intermediate_size", "limit"}
+FRACTIONS = {"eval_fraction": "()", "subset_ratio": "(]", "selection_percentage": "(]", "bad_fraction": "[)", "warmup_ratio": "[)",
+             "var_threshold": "(]", "kl_mix": "[]", "sfa_factor": "[]", "attn_smooth": "[)", "decay_fraction": "(]",
+             "collapse_threshold": "(]"}
+
+def _in(v, b:str) -> bool:
+    return (0 < v if b[0] == "(" else 0 <= v) and (v < 1 if b[1] == ")" else v <= 1)
+
+def range_problems(p:dict) -> list[str]:
+    "What is out of range in a pipeline's parameters, by the names every pipeline shares (the conventions above)."
+    num = lambda k: isinstance(p.get(k), (int, float)) and not isinstance(p.get(k), bool) and math.isfinite(p[k])
+    out = [f"{k}={v}: expected a finite number" for k, v in p.items() if isinstance(v, float) and not math.isfinite(v)]
+    for k in POSITIVE:
+        if num(k) and not p[k] > 0: out.append(f"{k}={p[k]}: expected > 0")
+    for k in NON_NEGATIVE:
+        if num(k) and not p[k] >= 0: out.append(f"{k}={p[k]}: expected >= 0")
+    for k, b in FRACTIONS.items():
+        if num(k) and not _in(p[k], b): out.append(f"{k}={p[k]}: expected a value in {b[0]}0, 1{b[1]}")
+    if num("k_min") and num("k_max") and p["k_min"] > p["k_max"]: out.append(f"k_min={p['k_min']} > k_max={p['k_max']}")
+    if num("hidden_size") and num("num_heads") and p["num_heads"] > 0 and p["hidden_size"] % p["num_heads"]:
+        out.append(f"num_heads={p['num_heads']} does not divide hidden_size={p['hidden_size']}")
+    if num("num_heads") and num("num_kv_heads") and p["num_kv_heads"] > 0 and p["num_heads"] % p["num_kv_heads"]:
+        out.append(f"num_kv_heads={p['num_kv_heads']} does not divide num_heads={p['num_heads']}")
+    if num("warmup_steps") and num("steps") and p["warmup_steps"] > p["steps"]: out.append(f"warmup_steps={p['warmup_steps']} > steps={p['steps']}")
+    for k in ("model", "backbone", "base_model", "target_model", "router_model"):
+        d = Path(str(p.get(k, "")))
+        if p.get(k) and (d/"config.json").is_file() and not any((d/f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+            out.append(f"{k}={str(d)!r}: a model directory without tokenizer files (tokenizer.json or tokenizer_config.json)")
+    return out
+
+
+# %% ../nbs/09_runs.ipynb #e239bae9
+@dataclasses.dataclass(kw_only=True)
+class PipelineParams(Config):
+    "The parameters of a pipeline notebook, typed and checked; a subclass lists the fields of its `parameters` cell."
+    PIPELINE: ClassVar[str] = ""
+    run_dir: str|None = None  # set by `moe-nb run`; None makes a fresh run directory under runs/
+
+    def __post_init__(self):
+        super().__post_init__()
+        bad = range_problems(self.params())
+        if bad: raise ConfigError(f"{self.PIPELINE}: " + "; ".join(bad))
+
+    @classmethod
+    def from_notebook(cls, ns:dict): # the notebook's `globals()` after its parameters cell
+        "The parameters a pipeline notebook defined, checked."
+        missing = [k for k in cls.fields() if k not in ns]
+        if missing: raise ConfigError(f"{cls.PIPELINE}: the parameters cell does not define {', '.join(missing)}")
+        return cls.from_dict({k: ns[k] for k in cls.fields()}, where=f"{cls.PIPELINE} parameters")
+
+    def params(self) -> dict:
+        "What the run records in `params.yaml`: every parameter but the run directory."
+        return {k: v for k, v in self.to_dict().items() if k != "run_dir"}
+
+    def start(self) -> tuple[Path, logging.Logger]:
+        "Open the run directory, its logger (console and `run.log`), and seed every generator with `seed` if there is one."
+        run = open_run(self.PIPELINE, self.params(), self.run_dir)
+        log = get_logger(f"moe_nb.{self.PIPELINE}", run)
+        if hasattr(self, "seed"): seed_everything(self.seed)
+        return run, log
+
+# %% ../nbs/09_runs.ipynb #80cfdcbd
+@dataclass(kw_only=True)
+class TinyLmParams(PipelineParams):
+    "Parameters of `nbs/pipelines/tiny_lm.ipynb`: a stock Qwen2 pretrained on the embedded corpus."
+    PIPELINE: ClassVar[str] = "tiny_lm"
+    seed: int
+    device: str                                    # "auto" (cuda > mps > cpu), "cpu", "cuda", ...
+    steps: int
+    batch_size: int
+    seq_len: int
+    lr: float
+    warmup_steps: int
+    weight_decay: float
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    vocab_size: int                                # of the embedded tokenizer
+    docs_per_domain: int
+    eval_fraction: float
+    tracker: str                                   # tensorboard, wandb (offline unless WANDB_MODE is set), trackio or none
 
 # %% ../nbs/09_runs.ipynb #bbc83c85
 def _same(rd:Path, full:dict) -> bool:

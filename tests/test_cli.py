@@ -86,12 +86,39 @@ def test_demo(tmp_path):
     shutil.copy(ROOT/"nbs"/"pipelines"/"tiny_lm.ipynb", pipes)
     (pipes/"presets.yaml").write_text(yaml.safe_dump({"presets": {"tiny_lm": {"demo": {"steps": 40, "docs_per_domain": 60, "seq_len": 64}}},
                                                       "demo": [{"notebook": "tiny_lm", "preset": "demo"}]}))
-    r = moe_nb("demo", "--runs-dir", tmp_path/"runs", "--quiet", env={"MOE_NB_PIPELINES": str(pipes)})
+    r = moe_nb("demo", "--runs-dir", tmp_path/"runs", env={"MOE_NB_PIPELINES": str(pipes)})
     assert r.returncode == 0, r.stdout + r.stderr
-    table = r.stdout.split("\n\n")[-1]
+    line, table = r.stdout.split("\n\n")
+    assert line.startswith("tiny_lm") and " demo " in line and "completed" in line and "val_ppl=" in line and "\n" not in line.strip()
     assert "pipeline" in table and "tiny_lm" in table and "completed" in table
+    assert r.stderr == "", r.stderr  # one line per pipeline and the table: nothing else on the console
     m = json.loads((only_run(tmp_path/"runs", "tiny_lm")/"metrics.json").read_text())
     assert m["preset"] == "demo" and m["loss_decreased"]
+    # --quick: the smoke preset, or the entry's own `quick`; an entry with neither is refused before anything runs
+    (pipes/"presets.yaml").write_text(yaml.safe_dump({"presets": {"tiny_lm": {"demo": {}, "fast": {"steps": 10, "warmup_steps": 2, "docs_per_domain": 30, "seq_len": 32}}},
+                                                      "demo": [{"notebook": "tiny_lm", "preset": "demo", "quick": "fast"}]}))
+    r = moe_nb("demo", "--quick", "--runs-dir", tmp_path/"quick", env={"MOE_NB_PIPELINES": str(pipes)})
+    assert r.returncode == 0 and r.stdout.startswith("tiny_lm") and " fast " in r.stdout.splitlines()[0], r.stdout + r.stderr
+    (pipes/"presets.yaml").write_text(yaml.safe_dump({"presets": {"tiny_lm": {"demo": {}}}, "demo": [{"notebook": "tiny_lm", "preset": "demo"}]}))
+    r = moe_nb("demo", "--quick", "--runs-dir", tmp_path/"none", env={"MOE_NB_PIPELINES": str(pipes)})
+    assert r.returncode == 2 and "has no smoke preset" in r.stderr and not (tmp_path/"none").exists()
+
+def test_quiet_console(tmp_path):
+    "A run shows its progress bar and the pipeline's log lines, once; cell output and warnings go to run.log; -v shows all."
+    nb = toy_notebook(tmp_path/"chatty.ipynb", "import sys\nfrom moe_nb.core import get_logger\nlog = get_logger('moe_nb.chatty', run_dir)\n"
+                      "log.info('step 1 done')\nprint('a cell print')\n"
+                      "print('IProgress not found. Please update jupyter and ipywidgets.', file=sys.stderr)")
+    r = moe_nb("run", nb, "--runs-dir", tmp_path/"runs")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stderr.count("step 1 done") == 1 and "INFO moe_nb.chatty: step 1 done" in r.stderr
+    assert "chatty: " in r.stderr and "cells [" in r.stderr  # the bar: name, cells done, elapsed
+    for noise in ("a cell print", "IProgress", "papermill", "Executing notebook"): assert noise not in r.stderr + r.stdout, noise
+    assert r.stdout.startswith("run completed in ")
+    log = (only_run(tmp_path/"runs", "chatty")/"run.log").read_text()
+    assert log.count("step 1 done") == 1 and "a cell print" in log and "IProgress not found" in log
+    v = moe_nb("run", nb, "--runs-dir", tmp_path/"v", "-v")
+    assert v.returncode == 0 and "a cell print" in v.stderr and "IProgress" in v.stderr and "Executing notebook with kernel" in v.stderr
+    assert v.stderr.count("step 1 done") == 1
 
 def test_demo_list_and_presets_are_valid():
     "Every demo entry names a pipeline and one of its presets, and every preset of every pipeline passes the parameter check."

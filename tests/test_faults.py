@@ -63,7 +63,7 @@ def test_model_directory_without_tokenizer(capsys, tmp_path):
 def toy(path:Path, kernelspec=True, params=True) -> Path:
     import nbformat
     cells = ([nbformat.v4.new_code_cell("run_dir = None\nsteps = 3", metadata={"tags": ["parameters"]})] if params else []) + \
-            [nbformat.v4.new_code_cell("from moe_nb.core import update_metrics\nupdate_metrics(run_dir, twice=steps * 2)")]
+            [nbformat.v4.new_code_cell("from moe_nb.runs import update_metrics\nupdate_metrics(run_dir, twice=steps * 2)")]
     nb = nbformat.v4.new_notebook(cells=cells)
     if kernelspec: nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
     nbformat.write(nb, path); return path

@@ -107,3 +107,24 @@ def test_each_system_has_its_notebooks(nb_dir):
     nbs = Path(__file__).parents[1]/"nbs"/nb_dir
     exp = {json.loads(p.read_text())["cells"][0]["source"][0].split()[-1] for p in nbs.glob("*.ipynb")}
     assert exp == {m.removeprefix("moe_nb.") for m in MODS if part(m) == nb_dir and m != f"moe_nb.{nb_dir}"}, exp
+
+
+# ---- thin pipelines ----------------------------------------------------------------------------------------------------
+PIPELINES = sorted((Path(__file__).parents[1]/"nbs"/"pipelines").glob("*.ipynb"))
+
+@pytest.mark.parametrize("nb", PIPELINES, ids=lambda p: p.stem)
+def test_pipeline_parameters_written_once(nb):
+    "A pipeline turns its parameters cell into its package dataclass in one line, never restating them."
+    import importlib, re
+    from moe_nb.cli import notebook_params
+    code = [("".join(c["source"]), c.get("metadata", {}).get("tags", [])) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+    body = "\n".join(s for s, tags in code if "parameters" not in tags)
+    m = re.search(r"^p = (\w+)\.from_notebook\(globals\(\)\)$", body, re.M)
+    assert m, f"{nb.name}: no `p = <Params>.from_notebook(globals())`"
+    assert not re.search(r"^params = dict\(", body, re.M) and "open_run(" not in body, nb.name
+    cls = next(getattr(importlib.import_module(mod), m.group(1)) for mod in ["moe_nb.runs", *(f"moe_nb.{s}.pipelines" for s in sorted(SYSTEMS))]
+               if hasattr(importlib.import_module(mod), m.group(1)))
+    spec = notebook_params(nb)
+    assert cls.PIPELINE == nb.stem and set(cls.fields()) == set(spec)
+    p = cls.from_notebook({k: v["default"] for k, v in spec.items()})  # the notebook's own defaults pass the checks
+    assert set(p.params()) == set(spec) - {"run_dir"}
