@@ -23,12 +23,14 @@ __all__ = ['LOG_LINE', 'MODEL_MODULES', 'CliError', 'pipelines_dir', 'find_noteb
 class CliError(Exception):
     "A user error: bad notebook name, preset or parameter. Reported without a traceback."
 
+# %% ../nbs/90_cli.ipynb #f9c99702
 def pipelines_dir() -> Path:
     "The folder of pipeline notebooks: `$MOE_NB_PIPELINES`, the repository's `nbs/pipelines`, or `./nbs/pipelines`."
     if os.environ.get("MOE_NB_PIPELINES"): return Path(os.environ["MOE_NB_PIPELINES"])
     repo = Path(__file__).resolve().parent.parent/"nbs"/"pipelines"
     return repo if repo.is_dir() else Path.cwd()/"nbs"/"pipelines"
 
+# %% ../nbs/90_cli.ipynb #188c651d
 def find_notebook(name:str) -> Path:
     "A pipeline notebook by path or by name."
     p = Path(name)
@@ -38,6 +40,7 @@ def find_notebook(name:str) -> Path:
     known = sorted(q.stem for q in pipelines_dir().glob("*.ipynb"))
     raise CliError(f"notebook {name!r} not found: not a path to an .ipynb, nor a pipeline in {pipelines_dir()} (known: {', '.join(known) or 'none'})")
 
+# %% ../nbs/90_cli.ipynb #66305bcb
 def _presets_file(f:Path) -> dict:
     "presets.yaml, checked: a mapping with `presets` (pipeline -> preset name -> parameters) and a `demo` list."
     if not f.exists(): return {}
@@ -118,6 +121,7 @@ def split_output(text:str) -> tuple[list[str], list[str]]:
     lines = text.rstrip("\n").splitlines()
     return [l for l in lines if LOG_LINE.match(l)], [l for l in lines if l.strip() and not LOG_LINE.match(l)]
 
+# %% ../nbs/90_cli.ipynb #8adf9039
 class _RunHandler(logging.Handler):
     "papermill's records: the rest of the output to `run.log`; the log lines (or, verbose, everything) to the console."
     def __init__(self, run_log:Path, bar, log_output:bool, verbose:bool):
@@ -190,6 +194,7 @@ def resolve_params(notebook:str|Path, params:dict|None=None, preset:str|None=Non
     if bad: raise CliError(f"{nb.name}: " + "; ".join(bad))
     return nb, values, full
 
+# %% ../nbs/90_cli.ipynb #1217565d
 def writable_dir(path:str|Path, what:str="--runs-dir") -> Path:
     "`path`, made if needed and checked to be a directory this process can write into."
     p = Path(path)
@@ -204,6 +209,7 @@ class Interrupted(KeyboardInterrupt):
     "Ctrl-C during a run: the run directory is marked `interrupted` and can be resumed."
     def __init__(self, run_dir:Path): super().__init__(str(run_dir)); self.run_dir = run_dir
 
+# %% ../nbs/90_cli.ipynb #87a313bc
 def _failed_line(e) -> tuple[int|None, str]:
     "The line of the failing cell that raised (the cell's own line, not one inside a function it called)."
     tb = "\n".join(re.sub(r"\x1b\[[0-9;]*m", "", l) for l in (e.traceback or []))
@@ -256,6 +262,7 @@ def execute(nb:Path, run_dir:Path, parameters:dict, progress:bool=True, log_outp
         return end(status="failed", error=f"{type(e).__name__}: {e}")
     return end(status="completed")
 
+# %% ../nbs/90_cli.ipynb #3c5bd4bd
 def _interrupted(nb:Path, run_dir:Path, end):
     import logging
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the dying kernel's unretrieved task: no traceback on the console
@@ -288,6 +295,7 @@ def find_run_dir(ref:str|Path, runs_dir:str|Path="runs") -> Path:
     if not cand: raise CliError(f"{ref!r}: neither a run directory (with params.yaml) nor a pipeline with runs under {runs_dir}")
     return cand[-1].parent.resolve()
 
+# %% ../nbs/90_cli.ipynb #c1d64965
 _ATTEMPT_KEYS = ("error", "failed_cell", "failed_cell_source", "failed_line", "failed_line_source", "finished", "duration_s")
 
 def resume_run(ref:str|Path, runs_dir:str|Path="runs", progress:bool=True, log_output:bool=True, verbose:bool=False) -> tuple[Path, dict]:
@@ -305,18 +313,19 @@ def resume_run(ref:str|Path, runs_dir:str|Path="runs", progress:bool=True, log_o
               "resumed_at": utc_stamp(), "pipeline": m.get("pipeline", nb.stem)}, rd/"metrics.json")
     return rd, execute(nb, rd, params, progress, log_output, verbose)
 
-
 # %% ../nbs/90_cli.ipynb #b95d99a9
 def demo_entries() -> list[dict]:
     "The pipelines `moe-nb demo` runs, from presets.yaml."
     return _presets_file(pipelines_dir()/"presets.yaml").get("demo", [])
 
+# %% ../nbs/90_cli.ipynb #c71fb660
 def quick_preset(entry:dict) -> str:
     "The preset `moe-nb demo --quick` runs a demo entry with: its own `quick` key, else the pipeline's `smoke` preset."
     if entry.get("quick"): return entry["quick"]
     if "smoke" in load_presets(find_notebook(entry["notebook"])): return "smoke"
     raise CliError(f"demo entry {entry['notebook']!r} has no smoke preset and no `quick` preset in presets.yaml")
 
+# %% ../nbs/90_cli.ipynb #0c97a68b
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="moe-nb", description="Run moe_nb pipeline notebooks into run directories.")
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -54,6 +54,7 @@ def get_dtype(device:torch.device|str="cpu", # where the model runs
     if device.type == "cuda": return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
 
+# %% ../nbs/00_core.ipynb #c988ecf2
 def precision_name(dtype:torch.dtype) -> str:
     "accelerate's `mixed_precision` name for a compute dtype."
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no")
@@ -70,6 +71,7 @@ def seed_everything(seed:int=0) -> int:
 class ConfigError(ValueError):
     "A configuration value that is unknown or of the wrong type."
 
+# %% ../nbs/00_core.ipynb #56b8ce95
 def _tname(tp) -> str:
     if tp is type(None): return "None"
     if get_origin(tp) is Literal: return " or ".join(repr(a) for a in get_args(tp))
@@ -168,6 +170,7 @@ class Config:
             return v
         return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+# %% ../nbs/00_core.ipynb #114fd72a
 def resolve_callable(spec:str, # "module:attribute", e.g. "my_pkg.trash:HalfTrash"
                      what:str="trash_expert_custom") -> Callable:
     "The callable an installed module exports under `spec` (modules are imported by name, never from a checkpoint's files)."
@@ -180,7 +183,6 @@ def resolve_callable(spec:str, # "module:attribute", e.g. "my_pkg.trash:HalfTras
         obj = getattr(obj, a)
     if not callable(obj): raise ValueError(f"{what}={spec!r}: {attr!r} is a {type(obj).__name__}, not a callable")
     return obj
-
 
 # %% ../nbs/00_core.ipynb #b9f9b75f
 def _fsync_dir(d:Path):
@@ -218,27 +220,32 @@ def save_json(obj, path:str|Path, indent:int=2) -> Path:
     with atomic_open(path) as f: json.dump(obj, f, indent=indent, default=str); f.write("\n")
     return Path(path)
 
+# %% ../nbs/00_core.ipynb #8bbdc142
 def load_json(path:str|Path):
     "Read a JSON file; an error names the file."
     try: return json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
 
+# %% ../nbs/00_core.ipynb #717c79c8
 def save_jsonl(records, path:str|Path) -> Path:
     "Write an iterable of dicts as JSON lines, atomically."
     with atomic_open(path) as f:
         for r in records: f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
     return Path(path)
 
+# %% ../nbs/00_core.ipynb #d9e83270
 def save_yaml(obj, path:str|Path) -> Path:
     "Write `obj` as YAML, atomically."
     with atomic_open(path) as f: yaml.safe_dump(obj, f, sort_keys=False)
     return Path(path)
 
+# %% ../nbs/00_core.ipynb #60a84f46
 def load_yaml(path:str|Path):
     "Read a YAML file (safely: no Python tags); an error names the file."
     try: return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not valid YAML ({e})") from None
 
+# %% ../nbs/00_core.ipynb #9430d232
 def save_tensors(tensors:dict, path:str|Path, metadata:dict|None=None) -> Path:
     "Write a dict of tensors as safetensors, atomically (`metadata` values become strings)."
     from safetensors.torch import save
@@ -247,6 +254,7 @@ def save_tensors(tensors:dict, path:str|Path, metadata:dict|None=None) -> Path:
     with atomic_open(path, "wb") as f: f.write(data)
     return Path(path)
 
+# %% ../nbs/00_core.ipynb #602b0f03
 def load_tensors(path:str|Path, device:str="cpu") -> dict:
     "Read a safetensors file into a dict of tensors; a missing, truncated or corrupt file is an error naming it."
     from safetensors import SafetensorError
@@ -256,6 +264,7 @@ def load_tensors(path:str|Path, device:str="cpu") -> dict:
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable safetensors file: truncated or corrupt ({e})") from None
 
+# %% ../nbs/00_core.ipynb #711af1ca
 def append_jsonl(obj, path:str|Path) -> Path:
     "Append one JSON line to an append-only log; a torn last line (a write cut short by a crash) is cut off first."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,6 +278,7 @@ def append_jsonl(obj, path:str|Path) -> Path:
         f.write((json.dumps(obj, ensure_ascii=False, default=str) + "\n").encode()); f.flush()
     return path
 
+# %% ../nbs/00_core.ipynb #bc0063a3
 def read_jsonl_log(path:str|Path) -> list[dict]:
     "The rows of an append-only JSONL log: a torn last line is dropped, a bad line before it is an error naming it."
     path = Path(path)
@@ -283,6 +293,7 @@ def read_jsonl_log(path:str|Path) -> list[dict]:
             raise ValueError(f"{path}:{i + 1}: not a JSON line, and not the last one (the log is damaged)") from None
     return rows
 
+# %% ../nbs/00_core.ipynb #023db99e
 def refuse_pickles(name:str):
     "A local checkpoint with pickled weights only (*.bin, *.pt) is refused: unpickling runs code."
     p = Path(name)
@@ -290,7 +301,6 @@ def refuse_pickles(name:str):
         pk = sorted(q.name for q in [*p.glob("*.bin"), *p.glob("*.pt")])
         raise ValueError(f"{p}: the weights are pickles ({', '.join(pk[:3])}), which moe_nb never loads (unpickling can run code); "
                          f"re-save them as safetensors (model.save_pretrained(dir, safe_serialization=True))")
-
 
 # %% ../nbs/00_core.ipynb #d686e539
 @contextmanager
@@ -317,6 +327,7 @@ def cache_root() -> Path:
     import platformdirs
     return Path(platformdirs.user_cache_dir("moe_nb"))
 
+# %% ../nbs/00_core.ipynb #5b7cb100
 def cached(d:str|Path, # the cache entry (a directory)
            build:Callable[[Path], None], # writes the entry into the directory it is given
            load:Callable[[Path], Any], # reads the entry; raises if it is damaged

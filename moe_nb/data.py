@@ -20,6 +20,7 @@ __all__ = ['ROLES', 'EOS', 'PAD', 'FORMAT_TOKENS', 'SPECIAL_TOKENS', 'TEMPLATES'
 class DataError(ValueError):
     "A data file or record that is not what was expected; the message starts with `file:line:`."
 
+# %% ../nbs/01_data.ipynb #309d96a5
 ROLES = ("system", "user", "assistant")
 
 def record_problem(obj, kind:Literal["messages", "text"]) -> str|None:
@@ -46,6 +47,7 @@ class Records(list):
     @property
     def n_skipped(self): return len(self.errors)
 
+# %% ../nbs/01_data.ipynb #57d7f59c
 def _fill(rec:dict, kind:str, dataset:str, n:int) -> dict:
     if kind == "messages":
         rec.setdefault("dataset", dataset)

@@ -76,6 +76,7 @@ def code_docs(n:int, seed:int=0, max_chars:int=1500) -> list[str]:
         if len(out) == n: break
     return out
 
+# %% ../nbs/02_embedded.ipynb #1e5813a0
 def prose_docs(n:int, seed:int=0, min_chars:int=200, max_chars:int=1500) -> list[str]:
     "`n` prose documents: longer docstrings of the standard library."
     out = []
@@ -84,6 +85,7 @@ def prose_docs(n:int, seed:int=0, min_chars:int=200, max_chars:int=1500) -> list
         if len(out) == n: break
     return out
 
+# %% ../nbs/02_embedded.ipynb #0f684f98
 DOMAINS = ("math", "code", "prose")
 
 def embedded_corpus(n_per_domain:int=400, seed:int=0) -> dict[str, list[str]]:
@@ -170,6 +172,7 @@ def embedded_instructions(n:int=2000, # number of samples
         labels.append({"id": rid, "dataset": src, "clean": how == "none", "corruption": how})
     return recs, labels
 
+# %% ../nbs/02_embedded.ipynb #369a4f4a
 def embedded_eval(n:int=300, seed:int=10_000, sources:tuple=tuple(SOURCES)) -> list[dict]:
     "A clean held-out set with multiple-choice fields (`choices`, `gold`)."
     rng = random.Random(f"eval-{seed}")

@@ -97,6 +97,7 @@ def count_params(model:nn.Module) -> tuple[int, int]:
         seen.add(id(p)); tot += p.numel(); tr += p.numel() if p.requires_grad else 0
     return tr, tot
 
+# %% ../nbs/05_engine.ipynb #114c5fa5
 def set_trainable(model:nn.Module, patterns:list[str]|str|None=None) -> tuple[int, int]:
     "Train exactly the parameters whose names match one of the regex `patterns` (None: all); return counts."
     if patterns is None:
@@ -111,6 +112,7 @@ def set_trainable(model:nn.Module, patterns:list[str]|str|None=None) -> tuple[in
     if missing: raise ValueError(f"trainable pattern(s) {missing} match no parameter of {type(model).__name__}")
     return count_params(model)
 
+# %% ../nbs/05_engine.ipynb #c0dccf7c
 def param_groups(model:nn.Module, weight_decay:float) -> list[dict]:
     "AdamW groups: decay on trainable 2-D+ parameters, none on 1-D ones."
     ps = [p for p in model.parameters() if p.requires_grad]
@@ -151,6 +153,7 @@ class IndexStream:
         "Positions `start .. start+k-1` of the stream."
         return [int(self.perm(q // self.n)[q % self.n]) for q in range(start, start + k)]
 
+# %% ../nbs/05_engine.ipynb #7a2f7b27
 def default_collate(items:list) -> dict:
     "Stack token blocks into a causal-LM batch (labels = inputs); stack dicts of tensors key by key."
     if isinstance(items[0], torch.Tensor): x = torch.stack(items); return {"input_ids": x, "labels": x}
@@ -190,6 +193,7 @@ def latest_checkpoint(run_dir:str|Path) -> Path|None:
 class NonFiniteLossError(RuntimeError):
     "Training stopped because the loss or the gradient norm was NaN or infinite."
 
+# %% ../nbs/05_engine.ipynb #8348c514
 class Trainer:
     "The one training loop of moe_nb."
     def __init__(self, model:nn.Module, cfg:TrainConfig, train_data, # train_data: indexable samples with len()
@@ -261,6 +265,7 @@ def save_checkpoint(self:Trainer) -> Path:
     self.acc.wait_for_everyone()
     return final
 
+# %% ../nbs/05_engine.ipynb #9471ee8b
 def _load_state(f:Path):
     "A checkpoint's optimizer, scheduler or RNG state: tensors and plain data only (never pickled objects); errors name the file."
     try: return torch.load(f, weights_only=True, map_location="cpu")

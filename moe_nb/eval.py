@@ -44,6 +44,7 @@ def token_nll(model:nn.Module, ids:torch.Tensor, # (T,) token ids of one text
         if end == T: break
     return nll, n
 
+# %% ../nbs/07_eval.ipynb #c8919597
 def perplexity(model:nn.Module, data, # (T,) one text, (N, T) blocks, or a list of 1-D tensors
                max_length:int=512, stride:int|None=None) -> dict:
     "Perplexity over held-out token data: total NLL / scored tokens, exponentiated."
@@ -86,6 +87,7 @@ def write_answer_task(out_dir:str|Path, records:list[dict], name:str="moe_nb_ans
         "  - metric: perplexity", "    aggregation: perplexity", "    higher_is_better: false",
         "  - metric: acc", "    aggregation: mean", "    higher_is_better: true"])
 
+# %% ../nbs/07_eval.ipynb #9d2a572f
 def embedded_tasks(out_dir:str|Path, n:int=300, seed:int=10_000) -> Path:
     "Write the embedded held-out set as the local tasks `moe_nb_heldout` (multiple choice) and `moe_nb_answers`."
     from moe_nb.embedded import embedded_eval
@@ -93,6 +95,7 @@ def embedded_tasks(out_dir:str|Path, n:int=300, seed:int=10_000) -> Path:
     write_mc_task(out_dir, recs); write_answer_task(out_dir, recs)
     return Path(out_dir).resolve()
 
+# %% ../nbs/07_eval.ipynb #9fb2a95f
 LOCAL_TASKS = ("moe_nb_heldout", "moe_nb_answers")
 
 _OFFLINE = (("HF_HUB_OFFLINE", "huggingface_hub.constants"), ("HF_DATASETS_OFFLINE", "datasets.config"))
@@ -113,10 +116,12 @@ def hub_offline(on:bool=True):
             else: os.environ[k] = env[k]
             if m in sys.modules: setattr(sys.modules[m], k, flags.get(k, (env[k] or "").upper() in ("1", "ON", "YES", "TRUE")))
 
+# %% ../nbs/07_eval.ipynb #990eff16
 def local_task_names(task_dirs:list[str|Path]=()) -> set[str]:
     "Names of the task YAML files in `task_dirs`."
     return {Path(p).stem for d in task_dirs for p in Path(d).glob("*.yaml")}
 
+# %% ../nbs/07_eval.ipynb #63d6cded
 def check_tasks(tasks:list[str], task_dirs:list[str|Path]=()):
     "lm-eval's `TaskManager` over the installed and local tasks, after checking that every name in `tasks` is known."
     from lm_eval.tasks import TaskManager
@@ -216,6 +221,7 @@ def results_table(results:dict) -> list[dict]:
             rows.append({"task": task, "metric": metric, "value": float(v), "stderr": float(se) if isinstance(se, (int, float)) else None})
     return rows
 
+# %% ../nbs/07_eval.ipynb #df228737
 def run_lm_eval(model, tasks:list[str], tokenizer=None, task_dirs:list[str|Path]=(), run_dir:str|Path|None=None,
                 batch_size:int=8, limit:int|float|None=None, num_fewshot:int|None=None, peft:str|None=None,
                 device:str="cpu", max_length:int=512, task_manager=None) -> dict:
@@ -238,6 +244,7 @@ def run_lm_eval(model, tasks:list[str], tokenizer=None, task_dirs:list[str|Path]
         save_jsonl(results_table(out), Path(run_dir)/"lm_eval_table.jsonl")
     return out
 
+# %% ../nbs/07_eval.ipynb #8f22fedd
 def make_hflm(model, tokenizer, batch_size, device, max_length, peft=None):
     "lm-eval's `hf` model around an in-memory transformers model (and a PEFT adapter directory)."
     from lm_eval.models.huggingface import HFLM

@@ -39,6 +39,7 @@ def launch(target:str, # "module:function"; the function takes the job dict
     if r.returncode != 0: raise RuntimeError(f"{name} in {num_processes} processes failed ({' '.join(cmd)} -m moe_nb.jobs {jf}):\n{r.stderr[-4000:]}")
     return r
 
+# %% ../nbs/06_jobs.ipynb #a8ddf644
 def main(argv:list[str]|None=None):
     "`python -m moe_nb.jobs JOB.json`: run the job file's target on its job (in each process of a launcher)."
     argv = sys.argv[1:] if argv is None else argv

@@ -28,10 +28,12 @@ def param_hash(params:dict, n:int=8) -> str:
     "Short, order-independent hash of a parameter dict."
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
+# %% ../nbs/09_runs.ipynb #bca7930e
 def utc_stamp(now:datetime|None=None) -> str:
     "UTC time as `YYYYmmddTHHMMSSZ`."
     return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
+# %% ../nbs/09_runs.ipynb #9b941eb4
 def make_run_dir(pipeline:str, # pipeline name, e.g. "tiny_lm"
                  params:dict, # the run's parameters (hashed into the name, saved as params.yaml)
                  runs_dir:str|Path="runs", # root of all runs
@@ -54,6 +56,7 @@ def update_metrics(run_dir:str|Path, **metrics) -> dict:
     save_json(m, p)
     return m
 
+# %% ../nbs/09_runs.ipynb #f1435188
 def open_run(pipeline:str, params:dict, run_dir:str|Path|None=None, runs_dir:str|Path="runs") -> Path:
     "The run directory given by `moe-nb run`, or a new one for an interactive run."
     if run_dir: d = Path(run_dir); d.mkdir(parents=True, exist_ok=True); return d
@@ -75,12 +78,14 @@ def heartbeat(run_dir:str|Path, every:float=10.0):
     try: yield hb
     finally: stop.set(); th.join()
 
+# %% ../nbs/09_runs.ipynb #8c86804d
 def read_metrics(run_dir:str|Path) -> dict|None:
     "A run's `metrics.json` as a dict, or None if it is missing, unreadable or not a JSON object."
     try: m = load_json(Path(run_dir)/"metrics.json")
     except (OSError, ValueError): return None
     return m if isinstance(m, dict) else None
 
+# %% ../nbs/09_runs.ipynb #37009b2e
 def _alive(pid:int) -> bool:
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
@@ -241,8 +246,10 @@ def list_runs(runs_dir:str|Path="runs", pipeline:str|None=None) -> list[dict]:
                      "metrics": {k: m[k] for k in heads if k in m}, "path": str(mf.parent)})
     return sorted(rows, key=lambda r: (r["run"], r["pipeline"]))
 
+# %% ../nbs/09_runs.ipynb #fa681c7f
 def fmt_value(v): return f"{v:.4g}" if isinstance(v, float) else str(v)
 
+# %% ../nbs/09_runs.ipynb #37832e34
 def format_table(rows:list[dict], cols:list[str]) -> str:
     "A plain fixed-width text table."
     cells = [[fmt_value(r.get(c, "")) for c in cols] for r in rows]
@@ -250,6 +257,7 @@ def format_table(rows:list[dict], cols:list[str]) -> str:
     line = lambda xs: "  ".join(x.ljust(w[i]) for i, x in enumerate(xs)).rstrip()
     return "\n".join([line(cols), line(["-" * n for n in w])] + [line(x) for x in cells])
 
+# %% ../nbs/09_runs.ipynb #bc389d8c
 def runs_table(rows:list[dict]) -> str:
     "`list_runs` rows as a text table."
     flat = [{**r, "metrics": " ".join(f"{k}={fmt_value(v)}" for k, v in r["metrics"].items())} for r in rows]

@@ -56,6 +56,7 @@ def tokenizer_fingerprint(tok) -> str:
     h.update(str(tok.eos_token_id).encode())
     return h.hexdigest()[:16]
 
+# %% ../nbs/03_tokens.ipynb #e83ae419
 def _tok_info(tok) -> dict:
     return {"name": str(tok.name_or_path), "vocab_size": len(tok), "eos_id": tok.eos_token_id, "fingerprint": tokenizer_fingerprint(tok)}
 
@@ -140,6 +141,7 @@ def verify_shards(path:str|Path, verify:Literal["size", "sha256", "auto"]="auto"
         except OSError: pass  # a read-only copy: it is verified, only the record of it is not kept
     return man
 
+# %% ../nbs/03_tokens.ipynb #7eedadbf
 class TokenShards:
     "A shard directory, validated against its manifest and read through memory maps."
     def __init__(self, path:str|Path, tokenizer=None, # the tokenizer training uses: must be the one that wrote the shards
@@ -178,6 +180,7 @@ def doc_ids_from_eos(ids:torch.Tensor, eos_id:int) -> torch.Tensor:
     e = (ids == eos_id).long()
     return torch.cumsum(e, -1) - e
 
+# %% ../nbs/03_tokens.ipynb #fc6eb632
 class PackedBlocks:
     "Consecutive `seq_len`-token blocks of a `TokenShards`, with document ids and cross-document labels masked."
     def __init__(self, shards:TokenShards, seq_len:int):
@@ -277,6 +280,7 @@ def tokenize_sources(sources:dict[str, str], # name -> source spec (see `source_
     return {name: write_token_shards(source_docs(spec, n_embedded=n_embedded, seed=seed), tok, Path(root)/name, source=label(spec),
                                      shard_tokens=shard_tokens, progress=progress) for name, spec in sources.items()}
 
+# %% ../nbs/03_tokens.ipynb #8753ba34
 def open_blocks(root:str|Path, names:Iterable[str], seq_len:int, tokenizer=None, verify:str="auto") -> dict[str, PackedBlocks]:
     "`PackedBlocks` of the shard directories `root/<name>`, checked against `tokenizer`."
     return {n: PackedBlocks(TokenShards(Path(root)/n, tokenizer, verify), seq_len) for n in names}

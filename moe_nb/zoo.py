@@ -39,6 +39,7 @@ def tiny_config(arch:str, # one of `ARCHS`
     return GptOssConfig(**{**common, "num_key_value_heads": 2, "head_dim": 16, "num_local_experts": 8, "num_experts_per_tok": 2,
                            "sliding_window": 64, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}, **overrides})
 
+# %% ../nbs/08_zoo.ipynb #04501817
 def random_model(arch:str, seed:int=0, **overrides) -> nn.Module:
     "A randomly initialised tiny `arch` causal LM."
     from transformers import AutoModelForCausalLM
@@ -98,6 +99,7 @@ def load_backbone(name_or_path:str="tiny-qwen2", # tiny-<arch>, tiny-<arch>-rand
     _check_type(name, model.config.model_type, expect)
     return model
 
+# %% ../nbs/08_zoo.ipynb #fad8a593
 def _check_type(name, got, expect):
     if expect is None: return
     ok = (expect,) if isinstance(expect, str) else tuple(expect)
@@ -126,6 +128,7 @@ def load_systems() -> list[str]:
         ep.load(); names.append(ep.name)
     return names
 
+# %% ../nbs/08_zoo.ipynb #43272caa
 def load_model(name_or_path:str|Path, **kw) -> nn.Module:
     "Any model moe_nb knows: a directory in a registered format, else `load_backbone` (zoo names, checkpoints, hub names)."
     load_systems()

@@ -290,6 +290,7 @@ def distill_eval(student:nn.Module, teacher:nn.Module|None, blocks:torch.Tensor,
     if teacher is not None: out["kl"] = kl / n
     return out
 
+# %% ../../nbs/nexus/21_distill.ipynb #5180d383
 def router_drift(before, after) -> list[float]:
     "Per layer, the mean L1 distance between two `RouterStats` taken on the same tokens."
     if before.tokens != after.tokens or len(before.probs) != len(after.probs):
@@ -309,6 +310,7 @@ def nexus_blocks(tok, data:str="embedded", # "embedded", or a text/messages JSON
     if not 0 < n_eval < len(blocks): raise ValueError(f"data={data!r} gives {len(blocks)} blocks of {seq_len} tokens; n_eval={n_eval} must be fewer")
     return blocks[n_eval:], blocks[:n_eval]
 
+# %% ../../nbs/nexus/21_distill.ipynb #2171bf68
 def validate_nexus(model:nn.Module, baseline:nn.Module, blocks:torch.Tensor, # held-out (N, T) token blocks
                    tok=None, chat_prompt:str="", batch_size:int=8, max_new_tokens:int=24) -> dict:
     "Held-out perplexity of `model` and `baseline`, the KL of `model` to `baseline`, and `model`'s reply to `chat_prompt`."

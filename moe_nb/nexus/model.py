@@ -89,6 +89,7 @@ class GptOssNexusConfig(GptOssConfig):
             raise ValueError(f"shared_expert_intermediate_size must be >= 0 (0: the experts'), got {self.shared_expert_intermediate_size}")
         super().__post_init__(**kwargs)
 
+# %% ../../nbs/nexus/20_model.ipynb #8f6f7213
 def _init_nexus(self, module):
     GptOssPreTrainedModel._init_weights(self, module)  # nn.Linear of the shared expert: N(0, initializer_range), zero bias
     if isinstance(module, GptOssNexusMLP):  # a fixed scale is a non-persistent buffer: loading leaves it empty, the config fills it
@@ -106,6 +107,7 @@ class GptOssNexusModel(GptOssModel):
         for layer in self.layers: layer.mlp = GptOssNexusMLP(config)
         self.post_init()
 
+# %% ../../nbs/nexus/20_model.ipynb #59ddcc43
 class GptOssNexusForCausalLM(GptOssForCausalLM):
     "Stock `GptOssForCausalLM` with a `GptOssNexusModel` body."
     config_class = GptOssNexusConfig
@@ -151,6 +153,7 @@ class RouterStats:
         return cls([t[f"probs.{i}"] for i in range(int(meta["n_layers"]))], t["counts"], int(meta["tokens"]), int(meta["top_k"]),
                    meta["source"], meta["model"])
 
+# %% ../../nbs/nexus/20_model.ipynb #c7670ffe
 def moe_routers(model) -> list[GptOssTopKRouter]:
     "The stock GPT-OSS routers of `model`, in layer order; a clear error if it is not a GPT-OSS MoE."
     mt = getattr(getattr(model, "config", None), "model_type", None)
@@ -222,6 +225,7 @@ def choose_experts(stats:RouterStats, k:int|None=None, # None: 24, capped at the
     return {"k": k, "var_threshold": var_threshold, "rule": "importance I = sum over leading components of ratio * loading^2; experts with I above the mean by I, then the rest by activation frequency",
             "tokens": stats.tokens, "source": stats.source, "model": stats.model, "layers": layers}
 
+# %% ../../nbs/nexus/20_model.ipynb #a3f86b75
 def top_experts(stats:RouterStats) -> dict:
     "The most-activated expert of each layer, and the expert index most activated over all layers."
     f = stats.frequency
@@ -259,6 +263,7 @@ def nexus_config(config, scale:float=0.2, learnable_scale:bool=False, intermedia
     cfg._attn_implementation, cfg._experts_implementation = config._attn_implementation, config._experts_implementation
     return cfg
 
+# %% ../../nbs/nexus/20_model.ipynb #a533775a
 def add_shared_experts(model, init:str="pca_topK", # one of `INITS`
                        stats:RouterStats|None=None, # router statistics (all inits but random)
                        choice:dict|None=None, # a `choose_experts` result (pca_topK); computed from `stats` if None

@@ -78,6 +78,7 @@ class ParScaleLayer(DynamicLayer):
     def batch_select_indices(self, indices): self._batch(lambda t: t[:, indices])
     def reorder_cache(self, beam_idx): self._batch(lambda t: t[:, beam_idx.to(t.device)])
 
+# %% ../../nbs/parscale/40_model.ipynb #dd800b95
 class ParScaleCache(DynamicCache):
     "The KV cache of a ParScale model: each layer starts with its prefix, repeated to P*B rows on first use."
     def __init__(self, prefix_k:list[torch.Tensor], prefix_v:list[torch.Tensor], store:bool=True):
@@ -188,6 +189,7 @@ class Qwen2ParScaleModel(Qwen2Model):
         return BaseModelOutputWithPast(last_hidden_state=y, past_key_values=cache if use_cache else None,
                                        hidden_states=out.hidden_states, attentions=out.attentions)
 
+# %% ../../nbs/parscale/40_model.ipynb #f0aab222
 class Qwen2ParScaleForCausalLM(Qwen2ForCausalLM):
     "Stock `Qwen2ForCausalLM` with a `Qwen2ParScaleModel` body; loads the official ParScale checkpoints."
     config_class = Qwen2ParScaleConfig
@@ -224,6 +226,7 @@ def create_parscale_config(base_config, P:int=2, n_tokens:int=48, attn_smooth:fl
     cfg._attn_implementation = base_config._attn_implementation
     return cfg
 
+# %% ../../nbs/parscale/40_model.ipynb #ba0c12ec
 @torch.no_grad()
 def prefix_kv_from_tokens(model, token_ids:torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     "Per-layer keys and values (P, Hkv, n, D) the backbone computes for P token sequences placed at positions -n..-1."
@@ -233,6 +236,7 @@ def prefix_kv_from_tokens(model, token_ids:torch.Tensor) -> tuple[list[torch.Ten
                                use_cache=True).past_key_values
     return [l.keys for l in cache.layers], [l.values for l in cache.layers]
 
+# %% ../../nbs/parscale/40_model.ipynb #d74f6fac
 def convert_to_parscale_model(model, P:int=2, n_tokens:int=48, attn_smooth:float=0.01,
                               prefix_init:str="kv", # "kv": backbone keys/values of `init_tokens`; "normal": N(0, std)
                               init_tokens:torch.Tensor|None=None, # 1-D ids, at least P*n_tokens; None: random ids
@@ -264,6 +268,7 @@ def convert_to_parscale_model(model, P:int=2, n_tokens:int=48, attn_smooth:float
             for a, k, v in zip(attn, ks, vs): a.prefix_k.copy_(k); a.prefix_v.copy_(v)
     return new
 
+# %% ../../nbs/parscale/40_model.ipynb #a727e156
 def load_parscale(path:str|Path, P:int|None=None, **kw) -> Qwen2ParScaleForCausalLM:
     "Load a ParScale checkpoint (ours or official) with no remote code, checking it has `P` streams if given."
     cfg = AutoConfig.from_pretrained(path, trust_remote_code=False)
@@ -300,6 +305,7 @@ def stream_stats(model, input_ids:torch.Tensor, attention_mask:torch.Tensor|None
             "collapse_share": (w.max(-1).values > threshold).float().mean().item(), "collapse_threshold": threshold,
             "mean_weight": w.mean(0).tolist(), "top_stream_share": torch.bincount(w.argmax(-1), minlength=P).div(len(w)).tolist()}
 
+# %% ../../nbs/parscale/40_model.ipynb #473bf3af
 @torch.no_grad()
 def prefix_stats(model) -> list[dict]:
     "Per layer: mean norm of the prefix keys and values, and mean pairwise cosine similarity between the streams' prefixes."
@@ -315,6 +321,7 @@ def prefix_stats(model) -> list[dict]:
         rows.append(r)
     return rows
 
+# %% ../../nbs/parscale/40_model.ipynb #394d1c6d
 class StreamDiagnostics(Hook):
     "Engine hook: log `stream_stats` on a fixed probe batch every `every` steps."
     def __init__(self, probe:torch.Tensor, every:int=10, threshold:float=0.9):

@@ -35,11 +35,13 @@ def parscale_law(N, P, E:float, A:float, alpha:float, k:float, n_unit:float=1e9)
     "Predicted loss E + (A*n_unit / (N (1 + k ln P)))^alpha."
     return E + (A * n_unit / (np.asarray(N, float) * (1 + k * np.log(np.asarray(P, float))))) ** alpha
 
+# %% ../../nbs/parscale/41_scaling.ipynb #cea7c943
 def huber(r, delta:float=1e-3):
     "Huber penalty of residuals `r`."
     a = np.abs(r)
     return np.where(a <= delta, 0.5 * r ** 2, delta * (a - 0.5 * delta))
 
+# %% ../../nbs/parscale/41_scaling.ipynb #4e4eba71
 GRID = {"E": [0.0, 0.5, 1.0, 1.5], "A": [0.01, 0.1, 1.0, 10.0], "alpha": [0.1, 0.3, 0.5], "k": [0.1, 0.5, 1.0]}
 
 def fit_parscale_law(N, P, loss, delta:float=1e-3, grid:dict=GRID, n_unit:float=1e9,

@@ -78,6 +78,7 @@ def plot_neurotransmitter_map(stats:dict, title:str="PolyGLU routing per layer")
     ax.set_ylabel("share of neurons' gate mass"); ax.set_title(title); ax.legend(fontsize=7, ncol=4, loc="lower right")
     return fig
 
+# %% ../../nbs/polychromatic/33_analysis.ipynb #d6b3d5e2
 def plot_routing_entropy(stats:dict):
     "Static and dynamic routing entropy per layer against ln K."
     import matplotlib.pyplot as plt
@@ -88,6 +89,7 @@ def plot_routing_entropy(stats:dict):
     ax.set_xlabel("layer"); ax.set_ylabel("entropy (nats)"); ax.legend(fontsize=8)
     return fig
 
+# %% ../../nbs/polychromatic/33_analysis.ipynb #7e728cb1
 def plot_domain_shift(stats:dict):
     "Per layer and activation, each domain's dynamic share minus the mean over domains."
     import matplotlib.pyplot as plt

@@ -59,6 +59,7 @@ class PolyConfig(Config):
     @property
     def head_dim(self) -> int: return self.d_model // self.n_heads
 
+# %% ../../nbs/polychromatic/31_model.ipynb #bfafac13
 PRESETS = {
     "tiny": dict(vocab_size=4096, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=256, max_seq_len=256),
     "600m": dict(vocab_size=151_669, d_model=1024, n_layers=28, n_heads=16, n_kv_heads=8, d_ff=4096, max_seq_len=4096),
@@ -78,6 +79,7 @@ class RMSNorm(nn.Module):
         xf = x.float()
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
 
+# %% ../../nbs/polychromatic/31_model.ipynb #2f3fd818
 def rope_tables(head_dim:int, n:int, theta:float=10000.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     "cos, sin tables (n, head_dim) of rotary embeddings (halves rotated, as in Llama/Qwen)."
     inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
@@ -85,17 +87,20 @@ def rope_tables(head_dim:int, n:int, theta:float=10000.0, device=None) -> tuple[
     e = torch.cat([f, f], -1)
     return e.cos(), e.sin()
 
+# %% ../../nbs/polychromatic/31_model.ipynb #9ec5968a
 def apply_rope(x:torch.Tensor, cos:torch.Tensor, sin:torch.Tensor) -> torch.Tensor:
     "Rotate x (B, H, T, D) by cos/sin (B, T, D)."
     x1, x2 = x.chunk(2, -1)
     return (x * cos[:, None] + torch.cat([-x2, x1], -1) * sin[:, None]).to(x.dtype)
 
+# %% ../../nbs/polychromatic/31_model.ipynb #71b4c506
 def doc_positions(doc_ids:torch.Tensor) -> torch.Tensor:
     "Position of each token inside its document, (B, T), from document ids (B, T)."
     T = doc_ids.shape[1]; ar = torch.arange(T, device=doc_ids.device).expand_as(doc_ids)
     start = torch.ones_like(doc_ids, dtype=torch.bool); start[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
     return ar - torch.where(start, ar, 0).cummax(1).values
 
+# %% ../../nbs/polychromatic/31_model.ipynb #ace6e79a
 def cu_seqlens(doc_ids:torch.Tensor) -> tuple[torch.Tensor, int]:
     "flash-attn's int32 cumulative document lengths over the flattened batch, and the longest document."
     B, T = doc_ids.shape
@@ -201,6 +206,7 @@ class PolyOutput:
     logits: torch.Tensor|None = None
     past_key_values: list|None = None
 
+# %% ../../nbs/polychromatic/31_model.ipynb #7354fb71
 class Block(nn.Module):
     "Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x))."
     def __init__(self, cfg:PolyConfig):
@@ -219,6 +225,7 @@ class Block(nn.Module):
         else: m, st = self.mlp(h), None
         return x + m, (*kv, st)
 
+# %% ../../nbs/polychromatic/31_model.ipynb #20963529
 class PolychromaticLM(nn.Module):
     "Decoder LM with PolyGLU (or SwiGLU) feed-forward layers, tied embeddings and chunked cross-entropy."
     def __init__(self, cfg:PolyConfig):
@@ -282,6 +289,7 @@ class PolychromaticLM(nn.Module):
             if eos_token_id is not None and (nxt == eos_token_id).all(): break
         return ids
 
+# %% ../../nbs/polychromatic/31_model.ipynb #17f43719
 class VanillaLM(PolychromaticLM):
     "PolychromaticLM with SwiGLU feed-forward layers (the baseline; the Qwen3 architecture)."
     def __init__(self, cfg:PolyConfig): super().__init__(cfg.replace(ffn="swiglu"))
@@ -295,6 +303,7 @@ def qwen3_config(cfg:PolyConfig):
                        max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps, tie_word_embeddings=True,
                        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta})
 
+# %% ../../nbs/polychromatic/31_model.ipynb #8ce55c56
 def to_qwen3_state_dict(model:VanillaLM) -> dict:
     "`VanillaLM` weights under Qwen3's names."
     ren = {".mlp.gate.": ".mlp.gate_proj.", ".mlp.up.": ".mlp.up_proj.", ".mlp.down.": ".mlp.down_proj."}
@@ -316,6 +325,7 @@ def save_polychromatic(model:PolychromaticLM, path:str|Path, tokenizer=None, ove
         if tokenizer is not None: tokenizer.save_pretrained(tmp)
     return Path(path)
 
+# %% ../../nbs/polychromatic/31_model.ipynb #4d6c0bce
 def load_polychromatic(path:str|Path, device:str|torch.device="cpu") -> PolychromaticLM:
     "A model saved by `save_polychromatic`."
     p = Path(path)
@@ -328,4 +338,3 @@ def load_polychromatic(path:str|Path, device:str|torch.device="cpu") -> Polychro
     return model.to(device).eval()
 
 register_loader(MODEL_FILE, load_polychromatic)  # `moe_nb.zoo.load_model` and lm-eval's `moe_nb` model read these directories
-

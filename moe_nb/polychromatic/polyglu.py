@@ -64,6 +64,7 @@ def poly_mix_stacked(z, u, r, alpha, tau:float, seed:int|None=None, group:int=1)
     g = torch.softmax(_logits(alpha, r, tau, seed, group, 0, z.shape[0]), -1)
     return (g.to(acts.dtype) * acts).sum(-1) * u
 
+# %% ../../nbs/polychromatic/30_polyglu.ipynb #1d0e69b7
 def _softmax_last(l:torch.Tensor) -> torch.Tensor:
     "softmax over a short last dimension by elementwise ops (aten's softmax is slow there on the CPU)."
     e = torch.exp(l - l.amax(-1, keepdim=True))
@@ -131,6 +132,7 @@ def default_chunk(n_rows:int, d_ff:int, k:int=4) -> int:
     c = -(-max(1, n_rows // 16) // NOISE_BLOCK) * NOISE_BLOCK
     return max(NOISE_BLOCK, min(c, (1 << 22) // (d_ff * k) // NOISE_BLOCK * NOISE_BLOCK))
 
+# %% ../../nbs/polychromatic/30_polyglu.ipynb #d1e11158
 def poly_mix(z:torch.Tensor, u:torch.Tensor, # (N, F) gate and up projections
              r:torch.Tensor, # (N, K) dynamic logits beta * f(h) per row
              alpha:torch.Tensor, # (F, K) static preferences
@@ -222,6 +224,7 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(d_ff, d_model, bias=bias)
     def forward(self, x:torch.Tensor, **kw) -> torch.Tensor: return self.down(F.silu(self.gate(x)) * self.up(x))
 
+# %% ../../nbs/polychromatic/30_polyglu.ipynb #a0f2ccb3
 def saved_bytes(fn, *args) -> int:
     "Bytes of the distinct tensors autograd saves for backward while `fn(*args)` runs (parameters excluded)."
     seen, params = {}, set()
@@ -242,6 +245,7 @@ def set_tau(model:nn.Module, tau:float) -> int:
         if isinstance(m, PolyGLU): m.tau.fill_(tau); n += 1
     return n
 
+# %% ../../nbs/polychromatic/30_polyglu.ipynb #8ec35fbe
 class TauAnneal(LinearAnneal):
     "Engine hook: tau from `start` (first step) to `end` (step `steps`) linearly, then clamped at `end`; logged as `tau`."
     def __init__(self, model:nn.Module, steps:int, start:float=1.0, end:float=0.1):

@@ -53,6 +53,7 @@ class PretrainConfig(Config):
         MixSchedule(**self.mix)
         TrainConfig.from_dict(self.train, where="parameter 'train'")
 
+# %% ../../nbs/polychromatic/32_train.ipynb #cf7a5cff
 class _Slice:
     "Blocks [start, stop) of a `PackedBlocks`."
     def __init__(self, blocks, start:int, stop:int): self.b, self.start, self.n = blocks, start, stop - start
@@ -65,6 +66,7 @@ def build_model(cfg:PretrainConfig, vocab_size:int) -> PolychromaticLM:
     if pc.vocab_size < vocab_size: raise ConfigError(f"vocab_size={pc.vocab_size} is smaller than the tokenizer's {vocab_size} tokens")
     return (VanillaLM if cfg.ffn == "swiglu" else PolychromaticLM)(pc)
 
+# %% ../../nbs/polychromatic/32_train.ipynb #95f8438c
 def pretrain_data(cfg:PretrainConfig, tok, run_dir:str|Path, samples_per_step:int, steps:int, is_main:bool=True):
     "(training MixedTokens, held-out blocks per source) for a config; shards are written by the main process."
     shards = Path(cfg.shards_dir) if cfg.shards_dir else Path(run_dir)/"shards"
@@ -79,6 +81,7 @@ def pretrain_data(cfg:PretrainConfig, tok, run_dir:str|Path, samples_per_step:in
     mix = MixedTokens(train, MixSchedule(**cfg.mix), steps, samples_per_step, cfg.seed)
     return mix, held
 
+# %% ../../nbs/polychromatic/32_train.ipynb #2bb5fe65
 @torch.no_grad()
 def heldout_losses(model:nn.Module, held:dict, batch_size:int=16, device=None) -> dict:
     "Mean held-out cross-entropy per source (and over all), noise-free routing."
@@ -126,6 +129,7 @@ def run_job(job:dict):
     cls, fn = JOBS[job["kind"]]
     fn(cls.from_dict(job["config"], where=f"{job['kind']} job"), job["run_dir"])
 
+# %% ../../nbs/polychromatic/32_train.ipynb #32f8fb41
 def launch_job(kind:str, cfg:Config, run_dir:str|Path, num_processes:int=2, accelerate_config:str|Path|None=None,
                env:dict|None=None, timeout:float|None=None) -> subprocess.CompletedProcess:
     "Run a job of `kind` in `num_processes` processes (torch.distributed.run), or by `accelerate launch` with a config."
@@ -151,11 +155,13 @@ class PolySftConfig(Config):
         if self.max_len < 2: raise ConfigError(f"parameter 'max_len' must be >= 2, got {self.max_len}")
         TrainConfig.from_dict(self.train, where="parameter 'train'")
 
+# %% ../../nbs/polychromatic/32_train.ipynb #ecf3e8ba
 def sft_records(cfg:PolySftConfig) -> list[dict]:
     "The conversations of an SFT config."
     if cfg.data is None: return embedded_instructions(cfg.n_embedded, bad_fraction=0.0, seed=cfg.seed)[0]
     return list(load_records(cfg.data, kind="messages"))
 
+# %% ../../nbs/polychromatic/32_train.ipynb #d0907756
 def polysft(cfg:PolySftConfig, run_dir:str|Path, resume:str|bool="auto") -> dict:
     "Fine-tune `cfg.base` on assistant tokens with tau frozen; the model goes to `run_dir/model`."
     run_dir = Path(run_dir)
@@ -182,6 +188,7 @@ def polysft(cfg:PolySftConfig, run_dir:str|Path, resume:str|bool="auto") -> dict
         save_json(res, run_dir/"sft_summary.json")
     return res
 
+# %% ../../nbs/polychromatic/32_train.ipynb #ee4b3542
 @torch.no_grad()
 def sft_eval(model:nn.Module, enc:list[dict], collate_fn, batch_size:int=16) -> float:
     "Mean assistant-token loss over encoded conversations (token-weighted)."

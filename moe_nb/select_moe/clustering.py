@@ -53,6 +53,7 @@ def kmeans_plusplus(X:torch.Tensor, k:int, generator:torch.Generator, n_local_tr
         centers.append(X[cand[best]])
     return torch.stack(centers)
 
+# %% ../../nbs/select_moe/15_clustering.ipynb #667a7454
 def _update(X, labels, k, dist, metric):
     "New centroids as cluster means; empty clusters take the points farthest from their centroids."
     counts = torch.bincount(labels, minlength=k).to(X.dtype)
@@ -74,6 +75,7 @@ class KMeansResult:
     n_iter: int
     metric: str
 
+# %% ../../nbs/select_moe/15_clustering.ipynb #04c3a801
 def _lloyd(X, C, metric, max_iters, tol, chunk) -> KMeansResult:
     k = C.shape[0]
     xx = (X * X).sum(1) if metric != "cosine" else None
@@ -125,6 +127,7 @@ def elbow_k(ks, inertias) -> int:
     y = (I - I.min()) / max(I.max() - I.min(), 1e-300)
     return int(ks[int(np.argmax((1 - x) - y))])
 
+# %% ../../nbs/select_moe/15_clustering.ipynb #4a014b3d
 def _seed_for(seed:int, k:int) -> int: return seed * 1_000_003 + k
 
 def _search_worker(X, ks, metric, n_init, max_iters, tol, seed, device, silhouette, threads):
@@ -147,6 +150,7 @@ def allocate(ks:list[int], workers:int, how:Literal["round_robin", "balanced"]="
         w = int(np.argmin(load)); groups[w].append(k); load[w] += k
     return [sorted(g) for g in groups]
 
+# %% ../../nbs/select_moe/15_clustering.ipynb #1816e492
 def search_k(X, k_range=(10, 100), k_step:int=1, metric:Literal["euclidean", "cosine"]="cosine", n_init:int=1,
              max_iters:int=300, tol:float=1e-4, seed:int=0, silhouette:bool=True, workers:int=1,
              allocation:Literal["round_robin", "balanced"]="round_robin", devices:list|None=None,
@@ -185,6 +189,7 @@ def hdbscan_auto_params(n:int) -> tuple[int, int]:
     mcs = max(5, int(math.sqrt(n) / 2))
     return mcs, max(2, mcs // 2)
 
+# %% ../../nbs/select_moe/15_clustering.ipynb #4de97da9
 def hdbscan(X, metric:Literal["euclidean", "cosine"]="cosine", min_cluster_size:int|None=None,
             min_samples:int|None=None, backend:Literal["auto", "sklearn", "cuml"]="auto") -> np.ndarray:
     "HDBSCAN labels (noise = -1) by scikit-learn, or cuML when available."

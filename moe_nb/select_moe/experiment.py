@@ -27,15 +27,18 @@ def eval_rows(root:str|Path, pipeline:str="select_moe_eval") -> list[dict]:
         rows += table_rows(m.get("provenance", {}), [json.loads(l) for l in tf.read_text().splitlines() if l.strip()], mf.parent)
     return rows
 
+# %% ../../nbs/select_moe/18_experiment.ipynb #f91b4e35
 def table_rows(prov:dict, table:list[dict], run:str|Path) -> list[dict]:
     "lm-eval's flat table (`results_table`) joined with a run's provenance: rows of `ROW_KEYS`, arm and run."
     return [{**{k: prov.get(k) for k in ROW_KEYS[:4]}, **{k: r.get(k) for k in ROW_KEYS[4:]},
              "arm": prov.get("arm", prov.get("selection")), "run": str(run)} for r in table]
 
+# %% ../../nbs/select_moe/18_experiment.ipynb #481b3484
 def nll_rows(rows:list[dict]) -> list[dict]:
     "A `nll` row (log of lm-eval's per-document perplexity: the mean answer NLL) for every `perplexity` row."
     return [{**r, "metric": "nll", "value": math.log(r["value"]), "stderr": None} for r in rows if r["metric"] == "perplexity"]
 
+# %% ../../nbs/select_moe/18_experiment.ipynb #4862dcab
 def summarize(rows:list[dict], by:tuple=("model", "arm", "percentage", "task", "metric")) -> list[dict]:
     "Mean, sample std (ddof 1) and standard error of `value` over the rows of each group `by` (None for one row)."
     groups = {}
@@ -48,6 +51,7 @@ def summarize(rows:list[dict], by:tuple=("model", "arm", "percentage", "task", "
                     "sem": sd / math.sqrt(len(v)) if sd is not None else None, "seeds": sorted(r.get("seed") for r in rs)})
     return out
 
+# %% ../../nbs/select_moe/18_experiment.ipynb #83e86970
 def append_results(path:str|Path, rows:list[dict]) -> Path:
     "Append `rows` to the JSONL table at `path` under an exclusive lock, atomically."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,7 @@ class SftConfig(Config):
         TrainConfig.from_dict({"tracker": self.tracker}, where="parameter 'tracker'")
         if self.encoding_mode not in ("assistant", "full"): raise ConfigError(f"parameter 'encoding_mode' must be 'assistant' or 'full', got {self.encoding_mode!r}")
 
+# %% ../../nbs/select_moe/17_finetune.ipynb #b0d8167f
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 def encode_sft(records:list[dict], tok, cfg:SftConfig) -> list[dict]:
@@ -70,6 +71,7 @@ def encode_sft(records:list[dict], tok, cfg:SftConfig) -> list[dict]:
     if not enc: raise DataError(f"no record has tokens to train on (encoding_mode={cfg.encoding_mode!r}, max_len={cfg.max_len})")
     return enc
 
+# %% ../../nbs/select_moe/17_finetune.ipynb #1f96cd67
 def sft_steps(n:int, cfg:SftConfig, world_size:int=1) -> int:
     "Optimizer steps of `cfg.epochs` passes over `n` samples."
     return max(1, math.ceil(cfg.epochs * n / (cfg.batch_size * cfg.grad_accum * world_size)))
@@ -96,6 +98,7 @@ def finetune(model:nn.Module, tok, records:list[dict], cfg:SftConfig, run_dir:st
                  trainable_params=trainer.n_trainable, total_params=trainer.n_total, world_size=trainer.acc.num_processes, **info)
     return trainer, hist
 
+# %% ../../nbs/select_moe/17_finetune.ipynb #6e524dc6
 def save_adapter(trainer:Trainer, out_dir:str|Path, base_model:str="", **info) -> Path:
     "Write the trained adapter (safetensors) and `adapter_info.json` atomically; only the main process writes."
     state = trainer.acc.get_state_dict(trainer.model)  # gathers sharded (DeepSpeed/FSDP) weights on the main process
@@ -142,6 +145,7 @@ def check_adapter(adapter_dir:str|Path, base:nn.Module, base_name:str="the base 
                 raise ValueError(f"{wf}: {k} has shape {shape}, so the adapter expects {path} with out_features {shape[0]}; {base_name} has {m.out_features}")
     return cfg
 
+# %% ../../nbs/select_moe/17_finetune.ipynb #399fe8f8
 def load_adapted(base:nn.Module, adapter_dir:str|Path, base_name:str="the base model", merge:bool=False) -> nn.Module:
     "`base` with the checked LoRA adapter of `adapter_dir` (merged into the weights if `merge`)."
     from peft import PeftModel
@@ -160,6 +164,7 @@ def run_job(job:dict) -> dict:
     trainer, hist = finetune(model, tok, records, cfg, run_dir, base_model=base_model, data=str(job["data"]), n_records=len(records))
     return hist[-1]
 
+# %% ../../nbs/select_moe/17_finetune.ipynb #17210406
 def launch_finetune(job:dict, num_processes:int=2, accelerate_config:str|Path|None=None, env:dict|None=None,
                     timeout:float|None=None) -> subprocess.CompletedProcess:
     "Run `job` in `num_processes` processes (torch.distributed.run), or by `accelerate launch` with a config file."

@@ -24,6 +24,7 @@ def register_quality_loss(name:str, fn:Callable|None=None, *, pointwise:bool=Fal
         return f
     return deco(fn) if fn is not None else deco
 
+# %% ../../nbs/select_moe/10_losses.ipynb #96f2cf48
 def token_weights(mask:torch.Tensor, # (batch, seq), 1 on valid tokens
                   average:Literal["token", "sample"]="token") -> torch.Tensor:
     "Averaging weights over valid tokens that sum to one: every token equal, or every sample equal."
@@ -33,6 +34,7 @@ def token_weights(mask:torch.Tensor, # (batch, seq), 1 on valid tokens
     n = m.sum(1, keepdim=True)
     return m / n.clamp_min(1) / (n > 0).sum().clamp_min(1)
 
+# %% ../../nbs/select_moe/10_losses.ipynb #52597559
 def weighted_moments(good:torch.Tensor, # (layers, batch, seq)
                      w:torch.Tensor, # (batch, seq) weights from `token_weights`
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,17 +50,20 @@ def sigmoid_loss(good, mask):
     "Mean of good: push every token's good ratio down."
     return good
 
+# %% ../../nbs/select_moe/10_losses.ipynb #59844a52
 @register_quality_loss("mse", pointwise=True)
 def mse_loss(good, mask):
     "Mean of good^2: squared error against a target of 0."
     return good ** 2
 
+# %% ../../nbs/select_moe/10_losses.ipynb #2002850b
 @register_quality_loss("beta_moment_matching")
 def beta_moment_matching(good, w, target_mean:float=0.5, target_var:float=0.05, w_mean:float=1.0, w_var:float=1.0):
     "Match the batch mean and variance of good to those of a target Beta distribution."
     mean, var = weighted_moments(good, w)
     return w_mean * (mean - target_mean) ** 2 + w_var * (var - target_var) ** 2
 
+# %% ../../nbs/select_moe/10_losses.ipynb #1d4bdb63
 @register_quality_loss("mean_variance_regularization")
 def mean_variance_regularization(good, w, lambda_var:float=0.1):
     "Centre the batch mean of good at 0.5 and reward its variance."

@@ -55,6 +55,7 @@ class SelectMoeConfig(OlmoeConfig):
         self.lambda_var, self.quality_loss_params = lambda_var, dict(quality_loss_params or {})
         super().__init__(output_router_logits=output_router_logits, **kwargs)
 
+# %% ../../nbs/select_moe/11_model.ipynb #aef3cd52
 def quality_loss_kwargs(cfg:SelectMoeConfig) -> dict:
     "The keyword arguments of the configured quality loss, from the config's seed-named fields."
     t = cfg.quality_loss_type
@@ -76,11 +77,13 @@ class QualityGate(nn.Module):
         q = self.gate(hidden_states)
         return q, (torch.sigmoid(q) if self.force_good is None else torch.full_like(q, self.force_good))
 
+# %% ../../nbs/select_moe/11_model.ipynb #1a190371
 def custom_trash_expert(config) -> Callable:
     "The trash expert `config.trash_expert_custom` names: a function as it is, an `nn.Module` class built with the config."
     obj = resolve_callable(config.trash_expert_custom)
     return obj(config) if isinstance(obj, type) and issubclass(obj, nn.Module) else obj
 
+# %% ../../nbs/select_moe/11_model.ipynb #4dd74d83
 class TrashExpert(nn.Module):
     "Where the bad share of a token's MoE output goes: zeros, matched noise, or a custom module/function."
     def __init__(self, mode:str="zero", custom:Callable|None=None):
@@ -116,12 +119,14 @@ class SelectMoeSparseMoeBlock(OlmoeSparseMoeBlock):
         y_moe = super().forward(hidden_states)
         return good * y_moe + (1 - good) * self.trash_expert(hidden_states)
 
+# %% ../../nbs/select_moe/11_model.ipynb #48e91720
 class SelectMoeDecoderLayer(OlmoeDecoderLayer):
     "The stock OLMoE decoder layer with a Select-MoE block as its MLP."
     def __init__(self, config:SelectMoeConfig, layer_idx:int):
         super().__init__(config, layer_idx)
         self.mlp = SelectMoeSparseMoeBlock(config)
 
+# %% ../../nbs/select_moe/11_model.ipynb #65562e41
 class SelectMoePreTrainedModel(OlmoePreTrainedModel):
     config_class = SelectMoeConfig
     _no_split_modules = ["SelectMoeDecoderLayer"]
@@ -135,6 +140,7 @@ class SelectMoePreTrainedModel(OlmoePreTrainedModel):
         if isinstance(module, QualityGate):
             nn.init.normal_(module.gate.weight, self.config.quality_gate_init_mean, self.config.quality_gate_init_std)
 
+# %% ../../nbs/select_moe/11_model.ipynb #20d6d16d
 def _token_mask(attention_mask, T:int):
     "The (B, T) validity of this forward's tokens from a 2-D padding mask (its last T columns); None for other masks."
     return attention_mask[:, -T:] if attention_mask is not None and attention_mask.ndim == 2 else None
@@ -167,12 +173,14 @@ class SelectMoeModel(SelectMoePreTrainedModel, OlmoeModel):
         if out.get("router_logits") is not None: out["router_logits"] = _pair_router_outputs(out["router_logits"])
         return out if return_dict is not False else out.to_tuple()
 
+# %% ../../nbs/select_moe/11_model.ipynb #405bd877
 @dataclass
 class SelectMoeCausalLMOutput(MoeCausalLMOutputWithPast):
     "`MoeCausalLMOutputWithPast` plus the unweighted LM and quality losses."
     lm_loss: torch.FloatTensor|None = None
     quality_loss: torch.FloatTensor|None = None
 
+# %% ../../nbs/select_moe/11_model.ipynb #7480cd01
 class SelectMoeForCausalLM(SelectMoePreTrainedModel, OlmoeForCausalLM):
     "Select-MoE causal LM: loss = LM + router_aux_loss_coef * balancing (if on) + quality_loss_weight * quality."
     def __init__(self, config:SelectMoeConfig):
@@ -208,6 +216,7 @@ class SelectMoeForCausalLM(SelectMoePreTrainedModel, OlmoeForCausalLM):
                                        hidden_states=out.hidden_states, attentions=out.attentions,
                                        router_logits=out.router_logits, lm_loss=lm, quality_loss=ql)
 
+# %% ../../nbs/select_moe/11_model.ipynb #a39737ec
 def register_select_moe():
     "Register Select-MoE with the transformers Auto classes (idempotent; no remote code involved)."
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
@@ -226,6 +235,7 @@ def set_trash_expert(model:nn.Module, custom:Callable|nn.Module, mode:str="custo
         if isinstance(m, TrashExpert): m.mode, m.custom = mode, custom
     return model
 
+# %% ../../nbs/select_moe/11_model.ipynb #f861aacc
 @contextlib.contextmanager
 def forced_good(model:nn.Module, value:float|None):
     "Within the block, every quality gate of `model` outputs the good ratio `value`."
@@ -261,6 +271,7 @@ def convert_olmoe_to_select_moe(model_or_path:nn.Module|str|Path="tiny-olmoe", #
     if cfg.tie_word_embeddings: dst.tie_weights()
     return dst.to(next(src.parameters()).device)
 
+# %% ../../nbs/select_moe/11_model.ipynb #a0d24483
 def compare_with_olmoe(select_model:SelectMoeForCausalLM, olmoe_model:nn.Module, input_ids:torch.Tensor,
                        attention_mask:torch.Tensor|None=None) -> dict:
     "Max |logit difference| to the OLMoE model with every good ratio forced to 1, and with the gates as trained."

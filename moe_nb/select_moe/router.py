@@ -73,6 +73,7 @@ def save_router(model:nn.Module, out_dir:str|Path, base_model:str, mode:str, ove
                    "config": {k: getattr(base.config, k) for k in SELECT_FIELDS}, **info}, d/"router.json")
     return Path(out_dir)
 
+# %% ../../nbs/select_moe/12_router.ipynb #f1bd14bd
 def load_router(router_dir:str|Path, base_model:str|nn.Module|None=None) -> SelectMoeForCausalLM:
     "The Select-MoE model of a saved router: its base OLMoE model converted, then the trained weights loaded."
     d = Path(router_dir)

@@ -53,6 +53,7 @@ def compute_router_data(model:nn.Module, records:list[dict], tok, batch_size:int
         for j, i in enumerate(idx): res["moe_logits"][i], res["n_tokens"][i], res["nll_assistant"][i] = ml[j], m[j].sum(), nll[j]
     return {k: torch.stack(v).cpu() for k, v in res.items()}
 
+# %% ../../nbs/select_moe/13_router_data.ipynb #a2d8564d
 def _safe_name(name:str) -> str: return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "data"
 
 def save_router_data(out_dir:str|Path, data:dict, records:list[dict], overwrite:bool=False, **info) -> Path:
@@ -72,6 +73,7 @@ def save_router_data(out_dir:str|Path, data:dict, records:list[dict], overwrite:
                    "n_samples": len(records), "datasets": files, "created": utc_stamp(), **info}, d/"manifest.json")
     return Path(out_dir)
 
+# %% ../../nbs/select_moe/13_router_data.ipynb #d5f1ac9b
 def load_router_data(path:str|Path) -> dict[str, dict]:
     "Router data by dataset: the tensors plus `ids` and `records`; checked against the manifest."
     d = Path(path); mf = d/"manifest.json"

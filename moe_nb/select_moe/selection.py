@@ -28,6 +28,7 @@ def n_to_select(n:int, selection_percentage:float) -> int:
     if n < 1: raise ValueError("there are no samples to select from")
     return max(1, round(selection_percentage * n))
 
+# %% ../../nbs/select_moe/16_selection.ipynb #29d1d124
 def _by_quality(quality:np.ndarray) -> np.ndarray:
     "Indices by descending quality, ties by ascending index (a stable sort)."
     return np.argsort(-np.asarray(quality, dtype=np.float64), kind="stable")
@@ -44,10 +45,12 @@ def round_robin_select(clusters, quality, n:int, noise:Literal["cluster", "skip"
     take = np.lexsort((c, rank))  # primary: rank, secondary: cluster label
     return order[take[:n]]
 
+# %% ../../nbs/select_moe/16_selection.ipynb #4c58fcca
 def quality_select(quality, n:int) -> np.ndarray:
     "The `n` highest-quality indices (ties by index)."
     return _by_quality(quality)[:n]
 
+# %% ../../nbs/select_moe/16_selection.ipynb #c7e31f5e
 def random_select(n_total:int, n:int, seed:int=0) -> np.ndarray:
     "`n` indices drawn uniformly without replacement."
     return np.random.default_rng(seed).permutation(n_total)[:n]
@@ -73,6 +76,7 @@ def routing_features(data:dict, normalize:Literal["none", "softmax", "zscore"]="
     if not torch.isfinite(X).all(): raise ValueError("the routing features contain NaN or infinite values")
     return X.numpy(), torch.cat(qual).numpy(), recs
 
+# %% ../../nbs/select_moe/16_selection.ipynb #14a304f1
 def cluster_features(X:np.ndarray, method:Literal["kmeans", "hdbscan"]="kmeans", k:int=0, k_range=(10, 100), k_step:int=1,
                      metric:Literal["cosine", "euclidean"]="cosine", choose:str="elbow", n_init:int=1, seed:int=0,
                      workers:int=1, min_cluster_size:int|None=None, min_samples:int|None=None) -> tuple[np.ndarray, dict]:
@@ -128,6 +132,7 @@ def select_from_router_data(router_data:str|Path, out_dir:str|Path, method:str="
     save_json(report, out/"selection_report.json")
     return report
 
+# %% ../../nbs/select_moe/16_selection.ipynb #4114a3e8
 def select_batch(root:str|Path, out_root:str|Path, **params) -> list[dict]:
     "Run the same selection over every router-data directory under `root`; one output directory each, plus a summary."
     dirs = sorted(p.parent for p in Path(root).rglob("manifest.json") if load_json(p).get("format") == "moe_nb.router_data")

@@ -27,6 +27,7 @@ def as_points(X, device=None) -> torch.Tensor:
         raise ValueError(f"X contains NaN or infinite values (rows {bad}...)")
     return X
 
+# %% ../../nbs/select_moe/14_silhouette.ipynb #dbdf9b6d
 def unit_rows(X:torch.Tensor) -> torch.Tensor:
     "Rows scaled to unit length; all-zero rows stay zero, as in sklearn's `normalize`."
     return X / X.norm(dim=1, keepdim=True).clamp_min(torch.finfo(X.dtype).tiny)
@@ -104,6 +105,7 @@ def silhouette_samples(X, labels, metric:str|Callable="cosine", device=None, **k
     if metric == "cosine": return cosine_silhouette_samples(X, labels, device=device, **kw)
     return pairwise_silhouette_samples(X, labels, metric=metric, device=device, **kw)
 
+# %% ../../nbs/select_moe/14_silhouette.ipynb #b5fc70e5
 def silhouette_score(X, labels, metric:str|Callable="cosine", sample_size:int|None=None, random_state:int|None=None,
                      device=None, **kw) -> float:
     "Mean silhouette over all points (or a random `sample_size` of them, as scikit-learn does)."
