@@ -10,14 +10,14 @@ import argparse, ast, contextlib, difflib, logging, os, re, socket, sys, time
 from pathlib import Path
 import yaml
 
-from .core import load_yaml, save_json
+from .core import ConfigError, load_yaml, save_json
 from .runs import (make_run_dir, update_metrics, utc_stamp, heartbeat, run_status, read_metrics, fmt_value, format_table,
-                         list_runs, runs_table, range_problems)
+                         list_runs, runs_table, range_problems, pipeline_params)
 
 # %% auto #0
-__all__ = ['LOG_LINE', 'MODEL_MODULES', 'CliError', 'pipelines_dir', 'find_notebook', 'load_presets', 'notebook_params',
-           'check_params', 'split_output', 'console', 'resolve_params', 'writable_dir', 'Interrupted', 'execute',
-           'run_notebook', 'find_run_dir', 'resume_run', 'demo_entries', 'quick_preset', 'main', 'lm_eval_cli']
+__all__ = ['LOG_LINE', 'CliError', 'pipelines_dir', 'find_notebook', 'load_presets', 'notebook_params', 'check_params',
+           'split_output', 'console', 'resolve_params', 'writable_dir', 'Interrupted', 'execute', 'run_notebook',
+           'find_run_dir', 'resume_run', 'pipeline_table', 'demo_entries', 'quick_preset', 'main', 'lm_eval_cli']
 
 # %% ../nbs/90_cli.ipynb #2a3bd5cb
 class CliError(Exception):
@@ -192,6 +192,10 @@ def resolve_params(notebook:str|Path, params:dict|None=None, preset:str|None=Non
     full = {k: s["default"] for k, s in spec.items() if k != "run_dir"} | values
     bad = range_problems(full)
     if bad: raise CliError(f"{nb.name}: " + "; ".join(bad))
+    cls = pipeline_params(nb.stem)
+    if cls is not None and set(cls.fields()) == set(spec):  # the pipeline's typed parameters: choices, list items, its own checks
+        try: cls.from_dict({**full, "run_dir": None}, where=nb.name)
+        except ConfigError as e: raise CliError(str(e)) from None
     return nb, values, full
 
 # %% ../nbs/90_cli.ipynb #1217565d
@@ -314,6 +318,17 @@ def resume_run(ref:str|Path, runs_dir:str|Path="runs", progress:bool=True, log_o
     return rd, execute(nb, rd, params, progress, log_output, verbose)
 
 # %% ../nbs/90_cli.ipynb #b95d99a9
+def pipeline_table() -> list[dict]:
+    "Every pipeline notebook: the system it belongs to (by the installed systems' names), its parameters, its presets."
+    from importlib.metadata import entry_points
+    systems = sorted((e.name for e in entry_points(group="moe_nb.systems")), key=len, reverse=True)
+    rows = []
+    for p in sorted(pipelines_dir().glob("*.ipynb")):
+        system = next((s for s in systems if p.stem.startswith(s)), "substrate")
+        rows.append({"pipeline": p.stem, "system": system, "parameters": len(notebook_params(p)) - 1,
+                     "presets": ", ".join(load_presets(p)) or "-"})
+    return sorted(rows, key=lambda r: (r["system"] != "substrate", r["system"], r["pipeline"]))
+
 def demo_entries() -> list[dict]:
     "The pipelines `moe-nb demo` runs, from presets.yaml."
     return _presets_file(pipelines_dir()/"presets.yaml").get("demo", [])
@@ -379,8 +394,7 @@ def main(argv:list[str]|None=None) -> int:
             rows = list_runs(args.runs_dir, args.pipeline)
             print(runs_table(rows) if rows else f"no runs under {args.runs_dir}"); return 0
         if args.cmd == "pipelines":
-            rows = [{"pipeline": p.stem, "presets": ", ".join(load_presets(p)) or "-"} for p in sorted(pipelines_dir().glob("*.ipynb"))]
-            print(format_table(rows, ["pipeline", "presets"])); return 0
+            print(format_table(pipeline_table(), ["system", "pipeline", "parameters", "presets"])); return 0
         if args.cmd == "demo":
             entries = demo_entries()
             if not entries: raise CliError(f"no demo entries in {pipelines_dir()/'presets.yaml'}")
@@ -406,12 +420,11 @@ def main(argv:list[str]|None=None) -> int:
     return 0
 
 # %% ../nbs/90_cli.ipynb #923dfc75
-MODEL_MODULES = ("moe_nb.select_moe.model", "moe_nb.nexus.model", "moe_nb.parscale.model", "moe_nb.eval")  # importing them registers the models
-
 def lm_eval_cli(argv:list[str]) -> int:
     "Run lm-eval's command line with `argv` after registering moe_nb's model classes."
-    import importlib
-    for m in MODEL_MODULES: importlib.import_module(m)
+    from moe_nb.zoo import load_systems
+    import moe_nb.eval  # noqa: F401  (registers lm-eval's `moe_nb` model)
+    load_systems()  # every installed system's models, through their entry points
     from lm_eval.__main__ import cli_evaluate
     old = sys.argv
     sys.argv = ["lm_eval", *argv]

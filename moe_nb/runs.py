@@ -18,10 +18,10 @@ import yaml
 from .core import Config, ConfigError, get_logger, seed_everything, load_json, load_yaml, save_json, save_yaml
 
 # %% auto #0
-__all__ = ['HEARTBEAT', 'STALE_AFTER_S', 'POSITIVE', 'NON_NEGATIVE', 'FRACTIONS', 'param_hash', 'utc_stamp', 'make_run_dir',
-           'update_metrics', 'open_run', 'heartbeat', 'read_metrics', 'run_status', 'find_run', 'range_problems',
-           'PipelineParams', 'TinyLmParams', 'run_nested', 'list_runs', 'fmt_value', 'format_table', 'runs_table',
-           'plot_metrics']
+__all__ = ['HEARTBEAT', 'STALE_AFTER_S', 'POSITIVE', 'NON_NEGATIVE', 'FRACTIONS', 'PIPELINE_PARAMS', 'param_hash', 'utc_stamp',
+           'make_run_dir', 'update_metrics', 'open_run', 'heartbeat', 'read_metrics', 'run_status', 'find_run',
+           'range_problems', 'PipelineParams', 'pipeline_params', 'TinyLmParams', 'run_nested', 'list_runs',
+           'fmt_value', 'format_table', 'runs_table', 'plot_metrics']
 
 # %% ../nbs/09_runs.ipynb #12cbfee5
 def param_hash(params:dict, n:int=8) -> str:
@@ -157,11 +157,17 @@ def range_problems(p:dict) -> list[str]:
 
 
 # %% ../nbs/09_runs.ipynb #e239bae9
+PIPELINE_PARAMS: dict[str, type] = {}  # pipeline name -> its parameters class (filled as the classes are defined)
+
 @dataclasses.dataclass(kw_only=True)
 class PipelineParams(Config):
     "The parameters of a pipeline notebook, typed and checked; a subclass lists the fields of its `parameters` cell."
     PIPELINE: ClassVar[str] = ""
     run_dir: str|None = None  # set by `moe-nb run`; None makes a fresh run directory under runs/
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.PIPELINE: PIPELINE_PARAMS[cls.PIPELINE] = cls
 
     def __post_init__(self):
         super().__post_init__()
@@ -185,6 +191,12 @@ class PipelineParams(Config):
         log = get_logger(f"moe_nb.{self.PIPELINE}", run)
         if hasattr(self, "seed"): seed_everything(self.seed)
         return run, log
+
+def pipeline_params(name:str) -> type|None:
+    "The parameters class of pipeline `name`, from the installed systems' `moe_nb.pipelines` entry points."
+    from importlib.metadata import entry_points
+    for ep in entry_points(group="moe_nb.pipelines"): ep.load()
+    return PIPELINE_PARAMS.get(name)
 
 # %% ../nbs/09_runs.ipynb #80cfdcbd
 @dataclass(kw_only=True)

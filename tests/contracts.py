@@ -102,7 +102,7 @@ def write(root:Path) -> dict:
     save_adapter(tr, root/"adapter", base_model="tiny-qwen2-random")
     ref["adapter"] = {"logits": fwd(tr.unwrapped).logits}
 
-    docs = [t for d in __import__("moe_nb.data", fromlist=["embedded_corpus"]).embedded_corpus(15, seed=0).values() for t in d]
+    docs = [t for d in __import__("moe_nb.embedded", fromlist=["embedded_corpus"]).embedded_corpus(15, seed=0).values() for t in d]
     write_token_shards(docs, tok, root/"token_shards", source="contract", shard_tokens=2000)
     pb = PackedBlocks(TokenShards(root/"token_shards", tok), 64)
     ref["token_shards"] = {"blocks": [pb[i] for i in range(len(pb))], "docs": docs}

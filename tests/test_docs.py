@@ -67,11 +67,20 @@ def test_sidebar_lists_every_notebook():
 
 def render_site(proc:Path, out:Path) -> list[str]:
     "Each processed notebook as an HTML page with the sidebar of sidebar.yml, the way Quarto lays out the site."
+    import yaml
     exporter = HTMLExporter(template_name="lab")
     entries = sidebar_entries()
     nav = "<nav id='sidebar'><ul>" + "".join(f"<li><a href='/{e.removesuffix('.ipynb')}.html'>{e}</a></li>" for e in entries) + "</ul></nav>"
     for e in entries:
-        html, _ = exporter.from_notebook_node(nbformat.read(proc/e, as_version=4))
+        nb = nbformat.read(proc/e, as_version=4)
+        for c in nb.cells:  # what nbdev and the executor add beyond the notebook format
+            c.pop("has_sd", None); c.metadata.pop("execution", None)
+        fm = next((c for c in nb.cells if c.cell_type == "raw" and c.source.startswith("---")), None)
+        if fm is not None:  # Quarto's title block, from the front matter nbdev wrote
+            meta = yaml.safe_load(fm.source.strip().strip("-")) or {}
+            fm.cell_type, fm.source = "markdown", f"# {meta.get('title', e)}\n\n> {meta.get('description', '')}"
+            fm.pop("outputs", None); fm.pop("execution_count", None)
+        html, _ = exporter.from_notebook_node(nb)
         html = re.sub(r"<script[^>]+src=.https?://[^>]*></script>", "", html)  # no network here: no CDN scripts
         html = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, html, count=1)
         f = out/(e.removesuffix(".ipynb") + ".html"); f.parent.mkdir(parents=True, exist_ok=True); f.write_text(html)
@@ -100,7 +109,9 @@ def test_site_in_chromium(proc, tmp_path):
     try:
         d.set_page_load_timeout(60)
         for e in entries:
-            d.get(f"{base}/{e.removesuffix('.ipynb')}.html")
+            for attempt in range(3):  # a page the local server dropped is fetched again
+                d.get(f"{base}/{e.removesuffix('.ipynb')}.html")
+                if d.execute_script("return document.readyState") == "complete" and d.find_elements("css selector", "#sidebar a"): break
             page = d.execute_script("""
                 const imgs = [...document.querySelectorAll('.jp-OutputArea-output img')];
                 return {h1: document.querySelectorAll('h1').length,

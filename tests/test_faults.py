@@ -229,7 +229,7 @@ def test_shard_overwritten_at_the_same_size(tmp_path):
 
 def test_zoo_and_tokenizer_caches_heal(tmp_path, monkeypatch):
     import shutil
-    from moe_nb import data
+    from moe_nb import embedded as data
     from moe_nb.zoo import pretrained_tiny
     from moe_nb.embedded import get_tokenizer
     a = {k: v.clone() for k, v in pretrained_tiny("qwen2", steps=4, cache_dir=tmp_path/"c").state_dict().items()}  # not the mmapped file

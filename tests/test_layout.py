@@ -92,7 +92,7 @@ def test_the_checker_sees_violations(tmp_path):
     # the graph reader catches relative, lazy and string imports
     f = tmp_path/"m.py"
     f.write_text("from ..select_moe import model\ndef g():\n    from moe_nb.nexus.model import x\nT = 'moe_nb.parscale.model:f'\n")
-    got = imported("moe_nb.demo", f)
+    got = imported("moe_nb.x.demo", f)
     assert {"moe_nb.select_moe", "moe_nb.select_moe.model", "moe_nb.nexus.model", "moe_nb.parscale.model"} <= got, got
 
 
@@ -100,6 +100,8 @@ def test_systems_are_installed_entry_points():
     eps = {e.name: e.value for e in entry_points(group="moe_nb.systems")}
     assert set(eps) == SYSTEMS, eps
     assert all(v.startswith(f"moe_nb.{k}.") for k, v in eps.items())
+    pipes = {e.name: e.value for e in entry_points(group="moe_nb.pipelines")}
+    assert pipes == {s: f"moe_nb.{s}.pipelines" for s in SYSTEMS}, pipes
 
 
 @pytest.mark.parametrize("nb_dir", sorted(SYSTEMS))

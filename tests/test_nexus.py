@@ -53,7 +53,6 @@ def test_offline_router_sfa(tmp_path):
 
 @pytest.mark.parametrize("param,value,message", [
     ("model", "tiny-olmoe-random", "this pipeline needs 'gpt_oss'"),
-    ("init", "pca_top8", "unknown initialisation"),
     ("k", "9", "k=9 is larger than the number of experts (8)"),
 ])
 def test_bad_input(tmp_path, param, value, message):
@@ -61,6 +60,11 @@ def test_bad_input(tmp_path, param, value, message):
     assert r.returncode == 1 and message in r.stdout, r.stdout + r.stderr
     rd, m = only_run(tmp_path)
     assert m["status"] == "failed" and not (rd/"model").exists() and not (rd/"router_stats.safetensors").exists()
+
+def test_bad_choice_refused_before_the_run(tmp_path):
+    r = moe_nb("run", "nexus", "--preset", "smoke", "-p", "init", "pca_top8", "--runs-dir", tmp_path)
+    assert r.returncode == 2 and "nexus.ipynb: parameter 'init' expects 'pca_topK' or 'random' or 'top1' or 'top1_average', got 'pca_top8'" in r.stderr, r.stderr
+    assert not tmp_path.joinpath("nexus").exists()
 
 def test_checkpoint_by_path(tmp_path):
     "A GPT-OSS checkpoint directory (weights + tokenizer), as a real user brings one; the converted model reloads from its run."
@@ -75,7 +79,7 @@ def test_checkpoint_by_path(tmp_path):
     assert m["kl_trained"] < m["kl_untrained"]
     import torch
     from transformers import AutoModelForCausalLM
-    from moe_nb import shared_expert  # noqa: F401  (registers gpt_oss_nexus with the Auto classes)
+    __import__("moe_nb.nexus.model")  # registers gpt_oss_nexus with the Auto classes (`import moe_nb...` would shadow the helper)
     back = AutoModelForCausalLM.from_pretrained(rd/"model", trust_remote_code=False)
     assert type(back).__name__ == "GptOssNexusForCausalLM" and back.config.shared_expert_init == "top1"
     with torch.no_grad(): assert torch.isfinite(back(input_ids=torch.tensor([[1, 2, 3]])).logits).all()
