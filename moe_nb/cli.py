@@ -151,21 +151,25 @@ def console(run_dir:Path, name:str, progress:bool=True, log_output:bool=True, ve
         h.close()
         if bar is not None: bar.close()
 
+_PROGRESS = {"bar": None, "engine": None}  # the bar of the run in progress; the engine, registered once per process
+
 def _engine(bar) -> str:
-    "papermill's nbclient engine, with the progress bar showing the cell that runs; registered under a name for this run."
+    "papermill's nbclient engine, with the progress bar showing the cell that runs; its registered name."
+    _PROGRESS["bar"] = bar
+    if _PROGRESS["engine"]: return _PROGRESS["engine"]
     from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
     class Manager(NotebookExecutionManager):
         def notebook_start(self, **kw):
             super().notebook_start(**kw)
-            if bar is not None: bar.reset(total=len(self.nb.cells))
+            if _PROGRESS["bar"] is not None: _PROGRESS["bar"].reset(total=len(self.nb.cells))
         def cell_start(self, cell, cell_index=None, **kw):
             super().cell_start(cell, cell_index, **kw)
-            if bar is not None:
+            if _PROGRESS["bar"] is not None:
                 first = next((l.strip() for l in cell.source.splitlines() if l.strip() and not l.startswith("#|")), "")
-                bar.set_postfix_str(first[:70], refresh=True)
+                _PROGRESS["bar"].set_postfix_str(first[:70], refresh=True)
         def cell_complete(self, cell, cell_index=None, **kw):
             super().cell_complete(cell, cell_index, **kw)
-            if bar is not None: bar.update(1)
+            if _PROGRESS["bar"] is not None: _PROGRESS["bar"].update(1)
     class Engine(NBClientEngine):
         @classmethod
         def execute_notebook(cls, nb, kernel_name, output_path=None, progress_bar=False, log_output=False, autosave_cell_every=30, **kw):
@@ -174,9 +178,10 @@ def _engine(bar) -> str:
             try: cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kw)
             finally: nb_man.cleanup_pbar(); nb_man.notebook_complete()
             return nb_man.nb
-    name = f"moe_nb-{id(Engine)}"
-    papermill_engines.register(name, Engine)
-    return name
+    papermill_engines.register("moe_nb", Engine)
+    _PROGRESS["engine"] = "moe_nb"
+    return "moe_nb"
+
 
 # %% ../nbs/90_cli.ipynb #3b7ba769
 def resolve_params(notebook:str|Path, params:dict|None=None, preset:str|None=None) -> tuple[Path, dict, dict]:
