@@ -15,9 +15,10 @@ from .runs import (make_run_dir, update_metrics, utc_stamp, heartbeat, run_statu
                          list_runs, runs_table, range_problems, pipeline_params)
 
 # %% auto #0
-__all__ = ['LOG_LINE', 'CliError', 'pipelines_dir', 'find_notebook', 'load_presets', 'notebook_params', 'check_params',
-           'split_output', 'console', 'resolve_params', 'writable_dir', 'Interrupted', 'execute', 'run_notebook',
-           'find_run_dir', 'resume_run', 'pipeline_table', 'demo_entries', 'quick_preset', 'main', 'lm_eval_cli']
+__all__ = ['LOG_LINE', 'COMMANDS_GROUP', 'CliError', 'pipelines_dir', 'find_notebook', 'load_presets', 'notebook_params',
+           'check_params', 'split_output', 'console', 'resolve_params', 'writable_dir', 'Interrupted', 'execute',
+           'run_notebook', 'find_run_dir', 'resume_run', 'pipeline_table', 'demo_entries', 'quick_preset', 'main',
+           'lm_eval_cli']
 
 # %% ../nbs/90_cli.ipynb #2a3bd5cb
 class CliError(Exception):
@@ -326,7 +327,7 @@ def resume_run(ref:str|Path, runs_dir:str|Path="runs", progress:bool=True, log_o
 def pipeline_table() -> list[dict]:
     "Every pipeline notebook: the system it belongs to (by the installed systems' names), its parameters, its presets."
     from importlib.metadata import entry_points
-    systems = sorted((e.name for e in entry_points(group="moe_nb.systems")), key=len, reverse=True)
+    systems = sorted({e.name for g in ("moe_nb.systems", "moe_nb.pipelines") for e in entry_points(group=g)}, key=len, reverse=True)
     rows = []
     for p in sorted(pipelines_dir().glob("*.ipynb")):
         system = next((s for s in systems if p.stem.startswith(s)), "substrate")
@@ -346,6 +347,8 @@ def quick_preset(entry:dict) -> str:
     raise CliError(f"demo entry {entry['notebook']!r} has no smoke preset and no `quick` preset in presets.yaml")
 
 # %% ../nbs/90_cli.ipynb #0c97a68b
+COMMANDS_GROUP = "moe_nb.commands"  # systems add their commands here: a function of the sub-parsers
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="moe-nb", description="Run moe_nb pipeline notebooks into run directories.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -369,6 +372,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("-v", "--verbose", action="store_true", help="each pipeline's progress bar, log lines and outputs")
     e = sub.add_parser("lm-eval", help="lm-eval's command line, with moe_nb's models registered", add_help=False)
     e.add_argument("args", nargs=argparse.REMAINDER, help="lm-eval's arguments, e.g. run --model hf --model_args pretrained=DIR --tasks T")
+    from importlib.metadata import entry_points
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name): ep.load()(sub)  # systems' own commands
     return ap
 
 def _report(run_dir:Path, m:dict) -> str:
@@ -385,6 +390,7 @@ def main(argv:list[str]|None=None) -> int:
     if argv[:1] == ["lm-eval"]: return lm_eval_cli(argv[1:])  # every other argument is lm-eval's, --help included
     args = _parser().parse_args(argv)
     try:
+        if getattr(args, "command", None): return args.command(args)  # a system's command
         if args.cmd == "run":
             params = {}
             for k, v in args.param:

@@ -219,6 +219,7 @@ class TinyLmParams(PipelineParams):
     docs_per_domain: int
     eval_fraction: float
     tracker: str                                   # tensorboard, wandb (offline unless WANDB_MODE is set), trackio or none
+    save_model: bool                               # save the model and tokenizer in model/ (the leaderboard ranks it)
 
 # %% ../nbs/09_runs.ipynb #bbc83c85
 def _same(rd:Path, full:dict) -> bool:

@@ -83,14 +83,21 @@ def test_demo(tmp_path):
     (every demo pipeline is exercised by its own test with a smaller preset; the whole demo takes about 20 minutes)."""
     import shutil
     pipes = tmp_path/"pipelines"; pipes.mkdir()
-    shutil.copy(ROOT/"nbs"/"pipelines"/"tiny_lm.ipynb", pipes)
-    (pipes/"presets.yaml").write_text(yaml.safe_dump({"presets": {"tiny_lm": {"demo": {"steps": 40, "docs_per_domain": 60, "seq_len": 64}}},
-                                                      "demo": [{"notebook": "tiny_lm", "preset": "demo"}]}))
+    for nb in ("tiny_lm", "leaderboard"): shutil.copy(ROOT/"nbs"/"pipelines"/f"{nb}.ipynb", pipes)
+    (pipes/"presets.yaml").write_text(yaml.safe_dump({"presets": {"tiny_lm": {"demo": {"steps": 40, "docs_per_domain": 60, "seq_len": 64}},
+                                                                  "leaderboard": {"demo": {"tasks": ["hl_halueval"], "limit": 10}}},
+                                                      "demo": [{"notebook": "tiny_lm", "preset": "demo"}, {"notebook": "leaderboard", "preset": "demo"}]}))
     r = moe_nb("demo", "--runs-dir", tmp_path/"runs", env={"MOE_NB_PIPELINES": str(pipes)})
     assert r.returncode == 0, r.stdout + r.stderr
-    line, table = r.stdout.split("\n\n")
-    assert line.startswith("tiny_lm") and " demo " in line and "completed" in line and "val_ppl=" in line and "\n" not in line.strip()
+    lines, table = r.stdout.split("\n\n")
+    line, board = lines.splitlines()
+    assert line.startswith("tiny_lm") and " demo " in line and "completed" in line and "val_ppl=" in line
+    # the leaderboard ranks the model the demo trained (the other demo models are absent here) and the untrained floor
+    assert board.startswith("leaderboard") and "completed" in board and "models=2" in board, board
     assert "pipeline" in table and "tiny_lm" in table and "completed" in table
+    lb = json.loads((only_run(tmp_path/"runs", "leaderboard")/"metrics.json").read_text())
+    assert lb["failed"] == 0 and (only_run(tmp_path/"runs", "leaderboard")/"leaderboard.png").exists()
+    assert (only_run(tmp_path/"runs", "tiny_lm")/"model"/"model.safetensors").exists()
     assert r.stderr == "", r.stderr  # one line per pipeline and the table: nothing else on the console
     m = json.loads((only_run(tmp_path/"runs", "tiny_lm")/"metrics.json").read_text())
     assert m["preset"] == "demo" and m["loss_decreased"]

@@ -2,6 +2,7 @@
 import os, re, shutil, stat, subprocess
 from pathlib import Path
 import nbformat, pytest
+from browser import chrome
 from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,18 +86,6 @@ def render_site(proc:Path, out:Path) -> list[str]:
         html = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, html, count=1)
         f = out/(e.removesuffix(".ipynb") + ".html"); f.parent.mkdir(parents=True, exist_ok=True); f.write_text(html)
     return entries
-
-def chrome():
-    "Headless Debian Chromium through Selenium, or a skip that says what is missing."
-    try: from selenium import webdriver
-    except ImportError: pytest.skip("selenium is not installed (pip install selenium)")
-    browser, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
-    if not (browser and driver): pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-    o = Options(); o.binary_location = browser
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"): o.add_argument(a)
-    return webdriver.Chrome(service=Service(driver), options=o)
 
 def test_site_in_chromium(proc, tmp_path):
     import functools, http.server, threading
