@@ -31,6 +31,10 @@ def short_model(model:str) -> str:
     return "/".join(parts[-2:])
 
 # %% ../../nbs/leaderboard/53_app.ipynb #487e9439
+def _compact(d:dict|None) -> str:
+    "A per-task setting as one cell: `task=value` pairs."
+    return " ".join(f"{k}={v}" for k, v in (d or {}).items())
+
 def leaderboard_rows(store:Store) -> list[dict]:
     "One row per finished evaluation, ranked by the average of the tasks' main metrics (percent)."
     rows = []
@@ -42,7 +46,9 @@ def leaderboard_rows(store:Store) -> list[dict]:
                      "average": sum(scores.values()) / max(len(scores), 1), **scores,
                      "params": eff.get("params"), "active_params": eff.get("active_params"),
                      "tokens_per_s": eff.get("tokens_per_s"), "peak_memory_mib": eff.get("peak_memory_mib"),
-                     "harness": res["config"].get("harness_version"), "request": req.id, "path": req.model})
+                     "harness": res["config"].get("harness_version"), "task_versions": _compact(res["config"].get("task_versions")),
+                     "num_fewshot": _compact(res["config"].get("num_fewshot")), "limit": res["config"].get("limit"),
+                     "request": req.id, "path": req.model})
     rows.sort(key=lambda r: -r["average"])
     for i, r in enumerate(rows): r["rank"] = i + 1
     return rows
@@ -65,9 +71,10 @@ def queue_rows(store:Store, status:str|None=None) -> list[dict]:
 def table_columns(rows:list[dict]) -> list[str]:
     "The ranked table's columns: rank and model, the average, each task, the efficiency columns."
     tasks = sorted({k for r in rows for k in r} - {"rank", "model", "type", "precision", "revision", "average", "params", "active_params",
-                                                  "tokens_per_s", "peak_memory_mib", "harness", "request", "path"})
+                                                  "tokens_per_s", "peak_memory_mib", "harness", "task_versions", "num_fewshot", "limit",
+                                                  "request", "path"})
     return ["rank", "model", "type", "precision", "revision", "average", *tasks, "params", "active_params", "tokens_per_s",
-            "peak_memory_mib", "harness", "request"]
+            "peak_memory_mib", "harness", "task_versions", "num_fewshot", "limit", "request"]
 
 def export_table(store:Store, fmt:str="csv") -> str:
     "The ranked table as CSV or JSON text."
