@@ -152,6 +152,9 @@ class MoeNbLM(TemplateLM):
             from moe_nb.zoo import tokenizer_for
             tokenizer = tokenizer_for(pretrained)
         self.model, self.tok = model.eval(), tokenizer
+        if device and str(device).startswith("cuda") and not torch.cuda.is_available():
+            from moe_nb.core import get_logger  # as lm-eval's `hf` model does: its CLI asks for cuda:0 by default
+            get_logger("moe_nb.eval").warning(f"device {device!r}: CUDA is not available; evaluating on the CPU"); device = "cpu"
         if device: self.model.to(device)
         self.dev = next(self.model.parameters()).device
         self.bs, self.max_length, self.max_gen_toks = int(batch_size), int(max_length), int(max_gen_toks)

@@ -138,9 +138,9 @@ def test_worker_fails_with_the_reason(tmp_path):
 
 
 def test_shipped_tasks_run_under_the_lm_eval_command(tmp_path):
-    "The task folder in the installed package works with lm-eval's own command line (through moe-nb lm-eval)."
+    "The task folder in the installed package works with lm-eval's own command line (through moe-nb lm-eval), on its default device."
     r = subprocess.run(["moe-nb", "lm-eval", "run", "--model", "moe_nb", "--model_args", "pretrained=tiny-qwen2-random",
-                        "--tasks", "hl_nq_swap,hl_closedbook_qa", "--include_path", str(TASKS_DIR), "--limit", "5", "--device", "cpu",
+                        "--tasks", "hl_nq_swap,hl_closedbook_qa", "--include_path", str(TASKS_DIR), "--limit", "5",
                         "--output_path", str(tmp_path/"out")], capture_output=True, text=True, timeout=600,
                        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
