@@ -71,6 +71,7 @@ def run_command(args) -> int:
         return 1 if any(r.status == "FAILED" for r in done) else 0
     if args.lb_cmd == "serve":
         from moe_nb.leaderboard.app import serve
+        print(f"serving the leaderboard of {store.root} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
         serve(store, args.port, args.host); return 0
     if args.lb_cmd == "status":
         from moe_nb.leaderboard.app import queue_rows
