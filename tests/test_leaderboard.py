@@ -187,7 +187,7 @@ def test_web_page_in_chromium(tmp_path):
     s = Store(tmp_path)
     s.submit("tiny-qwen2-random", "ada"); s.submit("tiny-olmoe-random", "ada", model_type="merged")
     from moe_nb.leaderboard.worker import Worker
-    Worker(s, ["hl_halueval"], limit=5).run(exit_when_empty=True)
+    Worker(s, ["hl_memotrap"], limit=10).run(exit_when_empty=True)  # the two untrained models score differently here
     port = free_port()
     srv = subprocess.Popen(["moe-nb", "leaderboard", "serve", "--port", str(port), "--store", str(tmp_path)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -201,7 +201,15 @@ def test_web_page_in_chromium(tmp_path):
         d.set_page_load_timeout(60); d.get(f"http://127.0.0.1:{port}/")
         table = lambda: d.find_element(By.ID, "leaderboard-table").text
         wait_for(lambda: "tiny-olmoe-random" in table() and "tiny-qwen2-random" in table(), timeout=60, what="the ranked rows")
-        assert "hl_halueval" in table() and "active_params" in table()
+        assert "hl_memotrap" in table() and "active_params" in table()
+        # sortable: the average column's menu sorts ascending, which reverses the ranked order
+        order = lambda: [l for l in table().splitlines() if l.startswith("tiny-")]
+        ranked = order(); assert len(ranked) == 2, ranked
+        head = next(h for h in d.find_elements(By.CSS_SELECTOR, "#leaderboard-table thead th") if h.text.strip() == "average")
+        d.execute_script("arguments[0].click()", head.find_element(By.CSS_SELECTOR, "button"))
+        asc = wait_for(lambda: [b for b in d.find_elements(By.CSS_SELECTOR, "button") if b.text == "Sort ascending"], timeout=30, what="the sort menu")
+        d.execute_script("arguments[0].click()", asc[0])
+        wait_for(lambda: order() == ranked[::-1], timeout=30, what="the table sorted by average, ascending")
         # the search box filters the table
         d.find_element(By.CSS_SELECTOR, "#search textarea, #search input").send_keys("olmoe")
         wait_for(lambda: "tiny-qwen2-random" not in table(), timeout=30, what="the search to filter")
