@@ -6,7 +6,7 @@ Docs: https://moe-nb.github.io/moe_nb/leaderboard/cli.html.md"""
 
 # %% ../../nbs/leaderboard/54_cli.ipynb #5fd311e8
 from __future__ import annotations
-import argparse, sys
+import sys
 
 # %% auto #0
 __all__ = ['register', 'run_command']

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from ..core import ConfigError
 from ..runs import PipelineParams, find_run
-from .store import Store, SubmissionError, MODEL_TYPES, PRECISIONS
+from .store import Store, SubmissionError
 from .worker import Worker
 from .app import leaderboard_rows
 

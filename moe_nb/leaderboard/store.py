@@ -6,9 +6,9 @@ Docs: https://moe-nb.github.io/moe_nb/leaderboard/store.html.md"""
 
 # %% ../../nbs/leaderboard/50_store.ipynb #d74bab70
 from __future__ import annotations
-import json, os, re, socket, sqlite3, time, uuid
+import json, os, re, sqlite3, time
 from contextlib import contextmanager
-from dataclasses import dataclass, asdict, fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone, timedelta
 from pathlib import Path
 
@@ -44,7 +44,7 @@ class Request:
     error: str|None = None     # FAILED: why
     results: str|None = None   # FINISHED: the results file, relative to the store
 
-# %% ../../nbs/leaderboard/50_store.ipynb #d806e43c
+# %% ../../nbs/leaderboard/50_store.ipynb #2ed6dd95
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
   id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, revision TEXT NOT NULL, precision TEXT NOT NULL,
@@ -58,10 +58,12 @@ CREATE TABLE IF NOT EXISTS events (
   request INTEGER NOT NULL REFERENCES requests(id), event TEXT NOT NULL, worker TEXT, at TEXT NOT NULL, detail TEXT);
 """
 
+# %% ../../nbs/leaderboard/50_store.ipynb #6df4cc15
 def now_iso(now:datetime|None=None) -> str:
     "UTC time in ISO 8601 with seconds."
     return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="seconds")
 
+# %% ../../nbs/leaderboard/50_store.ipynb #858a4eee
 def default_store() -> Path:
     "The store directory: `$MOE_NB_LEADERBOARD`, else `leaderboard/` in moe_nb's user data directory."
     if os.environ.get("MOE_NB_LEADERBOARD"): return Path(os.environ["MOE_NB_LEADERBOARD"])
@@ -105,7 +107,7 @@ def _request(row) -> Request: return Request(**{f.name: row[f.name] for f in fie
 def _event(con, rid:int, event:str, worker:str|None=None, detail:str|None=None):
     con.execute("INSERT INTO events (request, event, worker, at, detail) VALUES (?, ?, ?, ?, ?)", (rid, event, worker, now_iso(), detail))
 
-# %% ../../nbs/leaderboard/50_store.ipynb #625a70b3
+# %% ../../nbs/leaderboard/50_store.ipynb #986a5473
 @patch
 def requests(self:Store, status:str|None=None) -> list[Request]:
     "Every request (or those with `status`), oldest first."
@@ -114,6 +116,7 @@ def requests(self:Store, status:str|None=None) -> list[Request]:
         rows = con.execute("SELECT * FROM requests" + (" WHERE status=?" if status else "") + " ORDER BY id", (status,) if status else ()).fetchall()
     return [_request(r) for r in rows]
 
+# %% ../../nbs/leaderboard/50_store.ipynb #9086baaa
 @patch
 def get(self:Store, rid:int) -> Request:
     "Request `rid`."
@@ -121,6 +124,7 @@ def get(self:Store, rid:int) -> Request:
     if row is None: raise KeyError(f"no request {rid} in {self.root}")
     return _request(row)
 
+# %% ../../nbs/leaderboard/50_store.ipynb #7037e173
 @patch
 def events(self:Store, rid:int|None=None) -> list[dict]:
     "The events of request `rid` (or of all), in order."
@@ -129,7 +133,7 @@ def events(self:Store, rid:int|None=None) -> list[dict]:
                            (rid,) if rid is not None else ()).fetchall()
     return [dict(r) for r in rows]
 
-# %% ../../nbs/leaderboard/50_store.ipynb #a012fa6b
+# %% ../../nbs/leaderboard/50_store.ipynb #27295221
 class SubmissionError(ValueError):
     "A submission the leaderboard refuses; the message says why."
 
@@ -138,6 +142,7 @@ _ZOO = re.compile(r"^tiny-[a-z0-9_]+(-random)?$")
 _REV = re.compile(r"^[\w./-]{1,128}$")
 _USER = re.compile(r"^[\w.@-]{1,64}$")
 
+# %% ../../nbs/leaderboard/50_store.ipynb #cf755264
 def check_fields(model:str, user:str, revision:str="main", precision:str="float32", model_type:str="pretrained"):
     "The fields of a submission are well-formed and known; raises `SubmissionError` otherwise."
     if not isinstance(model, str) or not model.strip(): raise SubmissionError("model: expected a zoo name, a local directory or a hub name org/model")
@@ -182,9 +187,10 @@ def check_model(model:str, revision:str="main"):
     except OSError as e: raise SubmissionError(f"model {model!r} at {revision!r}: not found on the hub or not reachable ({str(e)[:200]})") from None
     if getattr(c, "auto_map", None): raise SubmissionError(f"model {model!r}: auto_map needs remote code, which the leaderboard never runs")
 
-# %% ../../nbs/leaderboard/50_store.ipynb #2ae35c9b
+# %% ../../nbs/leaderboard/50_store.ipynb #3b21a927
 RATE_LIMIT, RATE_DAYS = 5, 7
 
+# %% ../../nbs/leaderboard/50_store.ipynb #f4112ecd
 @patch
 def submit(self:Store, model:str, user:str, revision:str="main", precision:str="float32", model_type:str="pretrained",
             rate_limit:int=RATE_LIMIT, # submissions per user in `rate_days`
@@ -209,7 +215,7 @@ def submit(self:Store, model:str, user:str, revision:str="main", precision:str="
         _event(con, rid, "submitted", detail=user)
     return rid
 
-# %% ../../nbs/leaderboard/50_store.ipynb #217f1972
+# %% ../../nbs/leaderboard/50_store.ipynb #ec590a6e
 @patch
 def claim(self:Store, worker:str, lease_s:float=60.0) -> Request|None:
     "Atomically take the oldest PENDING request for `worker`; None when the queue is empty."
@@ -221,6 +227,7 @@ def claim(self:Store, worker:str, lease_s:float=60.0) -> Request|None:
         _event(con, row["id"], "claimed", worker, f"attempt {row['attempts']}")
     return _request(row)
 
+# %% ../../nbs/leaderboard/50_store.ipynb #a1158b69
 @patch
 def renew(self:Store, rid:int, worker:str, lease_s:float=60.0) -> bool:
     "Extend `worker`'s lease on request `rid`; False if the worker no longer holds it."
@@ -230,7 +237,7 @@ def renew(self:Store, rid:int, worker:str, lease_s:float=60.0) -> bool:
         if not n: _event(con, rid, "lease lost", worker)
     return bool(n)
 
-# %% ../../nbs/leaderboard/50_store.ipynb #b38cf9a8
+# %% ../../nbs/leaderboard/50_store.ipynb #94ec210d
 @patch
 def finish(self:Store, rid:int, worker:str, results:str|Path) -> bool:
     "Mark `rid` FINISHED with its results file; False if `worker` no longer holds it."
@@ -241,6 +248,7 @@ def finish(self:Store, rid:int, worker:str, results:str|Path) -> bool:
         if n: _event(con, rid, "finished", worker, rel)
     return bool(n)
 
+# %% ../../nbs/leaderboard/50_store.ipynb #2ed173e6
 @patch
 def fail(self:Store, rid:int, worker:str, error:str) -> bool:
     "Mark `rid` FAILED with the error; False if `worker` no longer holds it."
@@ -250,9 +258,10 @@ def fail(self:Store, rid:int, worker:str, error:str) -> bool:
         if n: _event(con, rid, "failed", worker, error[:2000])
     return bool(n)
 
-# %% ../../nbs/leaderboard/50_store.ipynb #0624e6fd
+# %% ../../nbs/leaderboard/50_store.ipynb #efe9536d
 MAX_ATTEMPTS = 3
 
+# %% ../../nbs/leaderboard/50_store.ipynb #fce09af2
 @patch
 def recover(self:Store, max_attempts:int=MAX_ATTEMPTS, now:float|None=None) -> list[tuple[int, str]]:
     "Requeue (or fail, after `max_attempts` claims) every RUNNING request whose lease expired; [(id, new status)]."
@@ -269,7 +278,7 @@ def recover(self:Store, max_attempts:int=MAX_ATTEMPTS, now:float|None=None) -> l
                 _event(con, r["id"], "requeued", r["worker"], f"lease expired on attempt {r['attempts']}"); out.append((r["id"], "PENDING"))
     return out
 
-# %% ../../nbs/leaderboard/50_store.ipynb #f5758387
+# %% ../../nbs/leaderboard/50_store.ipynb #eb24fb01
 def results_key(model:str) -> str:
     "The results folder of a model: org/name for hub names and zoo names, local/<dir name>-<path hash> for directories."
     import hashlib
@@ -278,6 +287,7 @@ def results_key(model:str) -> str:
         return f"local/{Path(p).name}-{hashlib.sha256(p.encode()).hexdigest()[:8]}"
     return model if "/" in model else f"zoo/{model}"
 
+# %% ../../nbs/leaderboard/50_store.ipynb #69cc0f87
 @patch
 def write_results(self:Store, req:Request, payload:dict) -> Path:
     "Write one evaluation's results atomically; the file's path."
@@ -287,6 +297,7 @@ def write_results(self:Store, req:Request, payload:dict) -> Path:
     with atomic_open(path) as f: json.dump(payload, f, indent=1, default=str)
     return path
 
+# %% ../../nbs/leaderboard/50_store.ipynb #05d23f92
 @patch
 def read_results(self:Store, req:Request) -> dict:
     "The results of a FINISHED request."

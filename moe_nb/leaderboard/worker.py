@@ -53,9 +53,10 @@ class Meter:
         return {"tokens": self.tokens, "eval_s": round(self.seconds, 3), "tokens_per_s": round(self.tokens / max(self.seconds, 1e-9), 1),
                 "peak_memory_mib": round(self.peak_mib, 1), "memory": "cuda max allocated" if self.cuda else "process peak RSS"}
 
-# %% ../../nbs/leaderboard/52_worker.ipynb #b3b72ce0
+# %% ../../nbs/leaderboard/52_worker.ipynb #9e5019e1
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
+# %% ../../nbs/leaderboard/52_worker.ipynb #5e2c590a
 def load_for_eval(model:str, revision:str="main", precision:str="float32", device:str="cpu"):
     "The model and its tokenizer, at `precision` on `device`."
     from moe_nb.zoo import load_model, tokenizer_for
@@ -143,7 +144,7 @@ class Worker:
         return evaluate_model(req.model, self.tasks, req.revision, req.precision, self.device, self.limit,
                               self.batch_size, self.max_length, self.download)
 
-# %% ../../nbs/leaderboard/52_worker.ipynb #2a9673e3
+# %% ../../nbs/leaderboard/52_worker.ipynb #bfbc6214
 @patch
 def run_once(self:Worker) -> Request|None:
     "Recover, claim and evaluate one request; the request as it ended (None if the queue was empty)."
@@ -164,6 +165,7 @@ def run_once(self:Worker) -> Request|None:
         self.store.fail(req.id, self.name, f"{type(e).__name__}: {e}")
     return self.store.get(req.id)
 
+# %% ../../nbs/leaderboard/52_worker.ipynb #db0d11c2
 @patch
 def run(self:Worker, once:bool=False, # one request, then return
         poll_s:float=5.0, # wait between looks at an empty queue
