@@ -113,7 +113,6 @@ def check_params(nb:Path, given:dict, spec:dict|None=None, where:str="-p") -> di
         out[k] = float(v) if isinstance(d, float) and type(v) is int else v
     return out
 
-
 # %% ../nbs/90_cli.ipynb #810d8491
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) moe_nb[\w.]*: ")
 
@@ -136,6 +135,7 @@ class _RunHandler(logging.Handler):
             else: print(l, file=sys.stderr, flush=True)
     def close(self): self.f.close(); super().close()
 
+# %% ../nbs/90_cli.ipynb #3f249e01
 @contextlib.contextmanager
 def console(run_dir:Path, name:str, progress:bool=True, log_output:bool=True, verbose:bool=False):
     "Route a run's output for its duration; yields the progress bar (or None)."
@@ -152,6 +152,7 @@ def console(run_dir:Path, name:str, progress:bool=True, log_output:bool=True, ve
         h.close()
         if bar is not None: bar.close()
 
+# %% ../nbs/90_cli.ipynb #6bd390aa
 _PROGRESS = {"bar": None, "engine": None}  # the bar of the run in progress; the engine, registered once per process
 
 def _engine(bar) -> str:
@@ -182,7 +183,6 @@ def _engine(bar) -> str:
     papermill_engines.register("moe_nb", Engine)
     _PROGRESS["engine"] = "moe_nb"
     return "moe_nb"
-
 
 # %% ../nbs/90_cli.ipynb #3b7ba769
 def resolve_params(notebook:str|Path, params:dict|None=None, preset:str|None=None) -> tuple[Path, dict, dict]:
@@ -228,6 +228,7 @@ def _failed_line(e) -> tuple[int|None, str]:
     n, lines = int(m.group(1)), e.source.splitlines()
     return n, (lines[n - 1].strip()[:200] if 0 < n <= len(lines) else "")
 
+# %% ../nbs/90_cli.ipynb #f777e1a3
 def _kernel_to(f):
     "A kernel manager whose kernels write their stderr (transport warnings, a dying kernel's tracebacks) to file `f`."
     from jupyter_client.manager import AsyncKernelManager
@@ -249,6 +250,7 @@ def _never_ran(out_nb:Path):
     from moe_nb.core import atomic_open
     with atomic_open(out_nb) as f: nbformat.write(nb, f)
 
+# %% ../nbs/90_cli.ipynb #547b59c2
 def execute(nb:Path, run_dir:Path, parameters:dict, progress:bool=True, log_output:bool=True, verbose:bool=False) -> dict:
     "Execute `nb` into `run_dir` with `parameters`; record the status, this process and a heartbeat; return the metrics."
     import papermill as pm
@@ -376,6 +378,7 @@ def _parser() -> argparse.ArgumentParser:
     for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name): ep.load()(sub)  # systems' own commands
     return ap
 
+# %% ../nbs/90_cli.ipynb #888746f6
 def _report(run_dir:Path, m:dict) -> str:
     if m["status"] == "completed":
         heads = " ".join(f"{k}={fmt_value(m[k])}" for k in m.get("headline", []) if k in m)
@@ -384,6 +387,25 @@ def _report(run_dir:Path, m:dict) -> str:
     cell = f" in cell {m['failed_cell']}{line} ({m.get('failed_line_source') or m.get('failed_cell_source', '')})" if "failed_cell" in m else ""
     return f"run FAILED{cell}: {m.get('error')}\nexecuted notebook and log: {run_dir}"
 
+# %% ../nbs/90_cli.ipynb #dfbef87e
+def _demo(args) -> int:
+    "Run every demo entry (on its smoke preset with --quick): a line per pipeline, then the table."
+    entries = demo_entries()
+    if not entries: raise CliError(f"no demo entries in {pipelines_dir()/'presets.yaml'}")
+    presets = [quick_preset(e) if args.quick else e.get("preset") for e in entries]
+    rows, t0 = [], time.time()
+    for e, preset in zip(entries, presets):
+        rd, m = run_notebook(e["notebook"], e.get("params"), preset, args.runs_dir, progress=args.verbose,
+                             log_output=args.verbose, verbose=args.verbose)
+        heads = " ".join(f"{k}={fmt_value(m[k])}" for k in m.get("headline", []) if k in m)
+        why = "" if m["status"] == "completed" else f" ({m.get('error')}; see {rd})"
+        print(f"{e['notebook']:<24} {preset or '-':<7} {m['status']:<9} {m.get('duration_s', 0):>7.1f}s  {heads}{why}", flush=True)
+        rows.append({"pipeline": e["notebook"], "preset": preset or "-", "status": m["status"], "seconds": m.get("duration_s", ""),
+                     "metrics": heads, "run": str(rd)})
+    print(f"\n{len(rows)} pipelines in {time.time() - t0:.0f}s\n" + format_table(rows, ["pipeline", "preset", "status", "seconds", "metrics", "run"]))
+    return 0 if all(r["status"] == "completed" for r in rows) else 1
+
+# %% ../nbs/90_cli.ipynb #38fd1bed
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `moe-nb` command."
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -406,21 +428,7 @@ def main(argv:list[str]|None=None) -> int:
             print(runs_table(rows) if rows else f"no runs under {args.runs_dir}"); return 0
         if args.cmd == "pipelines":
             print(format_table(pipeline_table(), ["system", "pipeline", "parameters", "presets"])); return 0
-        if args.cmd == "demo":
-            entries = demo_entries()
-            if not entries: raise CliError(f"no demo entries in {pipelines_dir()/'presets.yaml'}")
-            presets = [quick_preset(e) if args.quick else e.get("preset") for e in entries]
-            rows, t0 = [], time.time()
-            for e, preset in zip(entries, presets):
-                rd, m = run_notebook(e["notebook"], e.get("params"), preset, args.runs_dir, progress=args.verbose,
-                                     log_output=args.verbose, verbose=args.verbose)
-                heads = " ".join(f"{k}={fmt_value(m[k])}" for k in m.get("headline", []) if k in m)
-                why = "" if m["status"] == "completed" else f" ({m.get('error')}; see {rd})"
-                print(f"{e['notebook']:<24} {preset or '-':<7} {m['status']:<9} {m.get('duration_s', 0):>7.1f}s  {heads}{why}", flush=True)
-                rows.append({"pipeline": e["notebook"], "preset": preset or "-", "status": m["status"], "seconds": m.get("duration_s", ""),
-                             "metrics": heads, "run": str(rd)})
-            print(f"\n{len(rows)} pipelines in {time.time() - t0:.0f}s\n" + format_table(rows, ["pipeline", "preset", "status", "seconds", "metrics", "run"]))
-            return 0 if all(r["status"] == "completed" for r in rows) else 1
+        if args.cmd == "demo": return _demo(args)
     except CliError as e:
         print(f"moe-nb: error: {e}", file=sys.stderr); return 2
     except Interrupted as e:

@@ -18,11 +18,12 @@ from torch import nn
 from .core import (Config, ConfigError, get_device, get_dtype, precision_name, save_tensors, load_tensors,
     save_json, load_json, atomic_open, get_logger, append_jsonl, read_jsonl_log)
 from .hooks import Hook
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['TRACKERS', 'TrainConfig', 'lr_factor', 'count_params', 'set_trainable', 'param_groups', 'add_lora', 'model_loss',
            'IndexStream', 'default_collate', 'latest_checkpoint', 'NonFiniteLossError', 'Trainer', 'save_checkpoint',
-           'load_checkpoint', 'evaluate', 'fit', 'read_tracker_log']
+           'load_checkpoint', 'evaluate', 'LogWindow', 'read_tracker_log']
 
 # %% ../nbs/05_engine.ipynb #141def16
 TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}  # tracker -> the package it needs
@@ -53,26 +54,29 @@ class TrainConfig(Config):
     tracker: Literal["none", "tensorboard", "wandb", "trackio"] = "tensorboard"  # wandb runs offline unless WANDB_MODE says otherwise
     progress: bool = True
     cpu: bool = False               # force the CPU even when a GPU is present
-    def __post_init__(self):
-        super().__post_init__()
-        for k in ("steps", "batch_size", "grad_accum"):
-            if getattr(self, k) < 1: raise ConfigError(f"parameter {k!r} must be >= 1, got {getattr(self, k)}")
-        if self.lr <= 0: raise ConfigError(f"parameter 'lr' must be > 0, got {self.lr}")
-        for k in ("weight_decay", "min_lr_ratio", "warmup_steps", "eval_every"):
-            if getattr(self, k) < 0: raise ConfigError(f"parameter {k!r} must be >= 0, got {getattr(self, k)}")
-        if not all(0 <= b < 1 for b in self.betas): raise ConfigError(f"parameter 'betas' must be in [0, 1), got {self.betas}")
-        if self.clip_norm is not None and self.clip_norm <= 0: raise ConfigError(f"parameter 'clip_norm' must be > 0 or None, got {self.clip_norm}")
-        if not 0 < self.decay_fraction <= 1: raise ConfigError(f"parameter 'decay_fraction' must be in (0, 1], got {self.decay_fraction}")
-        if self.log_every < 1 or self.keep_checkpoints < 1:
-            raise ConfigError(f"parameters 'log_every' and 'keep_checkpoints' must be >= 1, got {self.log_every}, {self.keep_checkpoints}")
-        if self.save_every is None: self.save_every = max(1, self.steps // 10)
-        if self.save_every < 0: raise ConfigError(f"parameter 'save_every' must be >= 0 (0: only at the end), got {self.save_every}")
-        if not 0 <= self.warmup_steps <= self.steps: raise ConfigError(f"parameter 'warmup_steps' must be in [0, steps={self.steps}], got {self.warmup_steps}")
-        if self.tracker not in TRACKERS: raise ConfigError(f"parameter 'tracker' must be one of {list(TRACKERS)}, got {self.tracker!r}")
-        pkg = TRACKERS[self.tracker]
-        if pkg and importlib.util.find_spec(pkg) is None:
-            raise ConfigError(f"parameter 'tracker' is {self.tracker!r}, but the {pkg} package is not installed: pip install {pkg} "
-                              f"(or moe-nb[trackers]), or choose tracker 'tensorboard' or 'none'")
+
+# %% ../nbs/05_engine.ipynb #d04d1220
+@patch
+def __post_init__(self:TrainConfig):
+    Config.__post_init__(self)
+    for k in ("steps", "batch_size", "grad_accum"):
+        if getattr(self, k) < 1: raise ConfigError(f"parameter {k!r} must be >= 1, got {getattr(self, k)}")
+    if self.lr <= 0: raise ConfigError(f"parameter 'lr' must be > 0, got {self.lr}")
+    for k in ("weight_decay", "min_lr_ratio", "warmup_steps", "eval_every"):
+        if getattr(self, k) < 0: raise ConfigError(f"parameter {k!r} must be >= 0, got {getattr(self, k)}")
+    if not all(0 <= b < 1 for b in self.betas): raise ConfigError(f"parameter 'betas' must be in [0, 1), got {self.betas}")
+    if self.clip_norm is not None and self.clip_norm <= 0: raise ConfigError(f"parameter 'clip_norm' must be > 0 or None, got {self.clip_norm}")
+    if not 0 < self.decay_fraction <= 1: raise ConfigError(f"parameter 'decay_fraction' must be in (0, 1], got {self.decay_fraction}")
+    if self.log_every < 1 or self.keep_checkpoints < 1:
+        raise ConfigError(f"parameters 'log_every' and 'keep_checkpoints' must be >= 1, got {self.log_every}, {self.keep_checkpoints}")
+    if self.save_every is None: self.save_every = max(1, self.steps // 10)
+    if self.save_every < 0: raise ConfigError(f"parameter 'save_every' must be >= 0 (0: only at the end), got {self.save_every}")
+    if not 0 <= self.warmup_steps <= self.steps: raise ConfigError(f"parameter 'warmup_steps' must be in [0, steps={self.steps}], got {self.warmup_steps}")
+    if self.tracker not in TRACKERS: raise ConfigError(f"parameter 'tracker' must be one of {list(TRACKERS)}, got {self.tracker!r}")
+    pkg = TRACKERS[self.tracker]
+    if pkg and importlib.util.find_spec(pkg) is None:
+        raise ConfigError(f"parameter 'tracker' is {self.tracker!r}, but the {pkg} package is not installed: pip install {pkg} "
+                          f"(or moe-nb[trackers]), or choose tracker 'tensorboard' or 'none'")
 
 # %% ../nbs/05_engine.ipynb #748eef69
 def lr_factor(step:int, cfg:TrainConfig) -> float:
@@ -340,15 +344,63 @@ def _check_update(self:Trainer, params:list, step:int):
     self.log.error(msg)
     raise NonFiniteLossError(msg)
 
-def _write_metrics(self:Trainer, logs:dict):
-    self.history.append(logs)
-    if not self.is_main: return
-    append_jsonl(logs, self.metrics_path)
-    if self.cfg.tracker != "none": self.acc.log({k: v for k, v in logs.items() if isinstance(v, (int, float))}, step=logs["step"])
+# %% ../nbs/05_engine.ipynb #2f50aa89
+class LogWindow:
+    "Per-value means over the steps of a logging window that reported each value, and the window's tokens per second."
+    def __init__(self, tokens:int=0): self.reset(tokens)
+    def reset(self, tokens:int):
+        "Start a new window at `tokens` tokens seen."
+        self.t, self.tokens, self.sums, self.counts = time.time(), tokens, {}, {}
+    def add(self, logs:dict):
+        "Add one step's log row; `step` and `tokens` are counters, not averaged."
+        for n, v in logs.items():
+            if n not in ("step", "tokens") and isinstance(v, (int, float)):
+                self.sums[n], self.counts[n] = self.sums.get(n, 0.0) + v, self.counts.get(n, 0) + 1
+    def row(self, step:int, tokens:int) -> dict:
+        "The window's row at `step` with `tokens` seen."
+        return {"step": step, **{n: v / self.counts[n] for n, v in self.sums.items()}, "tokens": tokens,
+                "tokens_per_s": (tokens - self.tokens) / max(time.time() - self.t, 1e-9)}
 
-def fit(self:Trainer, resume:str|Path|bool|None="auto") -> list[dict]:
-    "Train to `cfg.steps`; `resume`: 'auto' (newest checkpoint in the run directory, if any), a path, or False."
-    from tqdm.auto import tqdm
+# %% ../nbs/05_engine.ipynb #d75751a5
+@patch
+def _accumulate(self:Trainer, step:int) -> dict:
+    "Forward and backward over the step's `grad_accum` micro-batches; the loss terms averaged over them and over processes."
+    cfg, acc, terms = self.cfg, self.acc, {}
+    for k in range(cfg.grad_accum):
+        batch = self._batch(step * cfg.grad_accum + k)
+        sync = k == cfg.grad_accum - 1 or acc.num_processes == 1
+        with (nullcontext() if sync else acc.no_sync(self.model)):
+            with acc.autocast(): out = self.loss_fn(self.model, batch)
+            out = out if isinstance(out, dict) else {"loss": out}
+            acc.backward(out["loss"] / cfg.grad_accum)
+        for n, v in out.items(): terms[n] = terms.get(n, 0.0) + v.detach().float() / cfg.grad_accum
+        self.tokens += batch["input_ids"].numel() * acc.num_processes
+    names = sorted(terms)
+    return dict(zip(names, acc.reduce(torch.stack([terms[n] for n in names]), "mean").tolist()))
+
+# %% ../nbs/05_engine.ipynb #55d323ae
+@patch
+def train_step(self:Trainer, params:list) -> dict:
+    "One guarded optimizer step over the trainable `params`; returns the step's log row."
+    cfg, step = self.cfg, self.step
+    for h in self.hooks: h.on_step_start(self, step)
+    terms = self._accumulate(step)
+    if cfg.nan_guard and not math.isfinite(terms["loss"]): _nonfinite(self, "loss", terms["loss"], step)
+    gn = self.acc.clip_grad_norm_(params, cfg.clip_norm if cfg.clip_norm else float("inf"))
+    gn = float(gn) if gn is not None else float("nan")
+    if cfg.nan_guard and not math.isfinite(gn): _nonfinite(self, "gradient norm", gn, step)
+    lr = self.sched.get_last_lr()[0]
+    self.opt.step(); self.sched.step(); self.opt.zero_grad(set_to_none=True)
+    if cfg.nan_guard: _check_update(self, params, step)
+    self.step += 1
+    logs = {"step": self.step, **terms, "lr": lr, "grad_norm": gn, "tokens": self.tokens}
+    for h in self.hooks: h.on_step_end(self, self.step, logs)
+    return logs
+
+# %% ../nbs/05_engine.ipynb #748b0b3a
+@patch
+def _begin(self:Trainer, resume):
+    "Resume or start clean, start the trackers, and log what is trained where."
     cfg, acc = self.cfg, self.acc
     ck = latest_checkpoint(self.run_dir) if resume == "auto" else (Path(resume) if resume else None)
     if ck is not None: self.load_checkpoint(ck)
@@ -358,66 +410,42 @@ def fit(self:Trainer, resume:str|Path|bool|None="auto") -> list[dict]:
         acc.init_trackers(self.run_dir.name, config={k: str(v) for k, v in cfg.to_dict().items()}, init_kwargs=kw)
     self.log.info(f"training {self.n_trainable:,} of {self.n_total:,} parameters ({100 * self.n_trainable / max(1, self.n_total):.2f}%) "
                   f"on {acc.num_processes} x {acc.device}, precision {acc.mixed_precision}")
+
+def _write_metrics(self:Trainer, logs:dict):
+    self.history.append(logs)
+    if not self.is_main: return
+    append_jsonl(logs, self.metrics_path)
+    if self.cfg.tracker != "none": self.acc.log({k: v for k, v in logs.items() if isinstance(v, (int, float))}, step=logs["step"])
+
+# %% ../nbs/05_engine.ipynb #e2afa4d0
+@patch
+def fit(self:Trainer, resume:str|Path|bool|None="auto") -> list[dict]:
+    "Train to `cfg.steps`; `resume`: 'auto' (newest checkpoint in the run directory, if any), a path, or False."
+    from tqdm.auto import tqdm
+    cfg = self.cfg
+    self._begin(resume)
     bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.is_main), desc="train", dynamic_ncols=True)
     params = [p for p in self.model.parameters() if p.requires_grad]
     self.model.train()
-    t_last, tok_last, sums, counts = time.time(), self.tokens, {}, {}
+    win = LogWindow(self.tokens)
     while self.step < cfg.steps:
-        step = self.step
-        for h in self.hooks: h.on_step_start(self, step)
-        terms = {}
-        for k in range(cfg.grad_accum):
-            batch = self._batch(step * cfg.grad_accum + k)
-            sync = k == cfg.grad_accum - 1 or acc.num_processes == 1
-            with (nullcontext() if sync else acc.no_sync(self.model)):
-                with acc.autocast(): out = self.loss_fn(self.model, batch)
-                out = out if isinstance(out, dict) else {"loss": out}
-                acc.backward(out["loss"] / cfg.grad_accum)
-            for n, v in out.items(): terms[n] = terms.get(n, 0.0) + v.detach().float() / cfg.grad_accum
-            self.tokens += batch["input_ids"].numel() * acc.num_processes
-        names = sorted(terms)
-        vals = acc.reduce(torch.stack([terms[n] for n in names]), "mean")
-        terms = dict(zip(names, vals.tolist()))
-        if cfg.nan_guard and not math.isfinite(terms["loss"]): _nonfinite(self, "loss", terms["loss"], step)
-        gn = acc.clip_grad_norm_(params, cfg.clip_norm if cfg.clip_norm else float("inf"))
-        gn = float(gn) if gn is not None else float("nan")
-        if cfg.nan_guard and not math.isfinite(gn): _nonfinite(self, "gradient norm", gn, step)
-        lr = self.sched.get_last_lr()[0]
-        self.opt.step(); self.sched.step(); self.opt.zero_grad(set_to_none=True)
-        if cfg.nan_guard: _check_update(self, params, step)
-        self.step += 1
-        logs = {"step": self.step, **terms, "lr": lr, "grad_norm": gn, "tokens": self.tokens}
-        for h in self.hooks: h.on_step_end(self, self.step, logs)
-        for n, v in logs.items():  # a value is averaged over the steps that logged it, not over the whole window
-            if n not in ("step", "tokens") and isinstance(v, (int, float)): sums[n], counts[n] = sums.get(n, 0.0) + v, counts.get(n, 0) + 1
+        win.add(self.train_step(params))
         last = self.step == cfg.steps
         if self.step % cfg.log_every == 0 or last:
-            dt = time.time() - t_last
-            row = {"step": self.step, **{n: v / counts[n] for n, v in sums.items()}, "tokens": self.tokens,
-                   "tokens_per_s": (self.tokens - tok_last) / max(dt, 1e-9)}
+            row = win.row(self.step, self.tokens)
             if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                 row.update(self.evaluate())
                 self.log.info(f"step {self.step}: " + " ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("step", "tokens")))
             _write_metrics(self, row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-            t_last, tok_last, sums, counts = time.time(), self.tokens, {}, {}
+            win.reset(self.tokens)
         if (cfg.save_every and self.step % cfg.save_every == 0) or last: self.save_checkpoint()
         bar.update(1)
     bar.close()
-    for tr in acc.trackers: tr.finish()  # not acc.end_training(): that also ends the process group, which the caller may still use
+    for tr in self.acc.trackers: tr.finish()  # not acc.end_training(): that also ends the process group, which the caller may still use
     return self.history
-Trainer.fit = fit
 
-# %% ../nbs/05_engine.ipynb #76c65daf
-def _tensorboard_rows(run_dir:Path) -> dict:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    rows = {}
-    for f in sorted(run_dir.rglob("events.out.tfevents*")):
-        ea = EventAccumulator(str(f)); ea.Reload()
-        for tag in ea.Tags()["scalars"]:
-            for e in ea.Scalars(tag): rows.setdefault(e.step, {})[tag] = e.value
-    return rows
-
+# %% ../nbs/05_engine.ipynb #badae490
 def _wandb_rows(run_dir:Path) -> dict:
     "History rows of the newest W&B transaction log (`run-*.wandb`: a LevelDB-style log of protobuf records) under `run_dir`."
     import struct
@@ -439,6 +467,16 @@ def _wandb_rows(run_dir:Path) -> dict:
         if r.WhichOneof("record_type") != "history": continue
         vals = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
         rows.setdefault(int(vals.pop("_step")), {}).update({k: v for k, v in vals.items() if not k.startswith("_")})
+    return rows
+
+# %% ../nbs/05_engine.ipynb #76c65daf
+def _tensorboard_rows(run_dir:Path) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    rows = {}
+    for f in sorted(run_dir.rglob("events.out.tfevents*")):
+        ea = EventAccumulator(str(f)); ea.Reload()
+        for tag in ea.Tags()["scalars"]:
+            for e in ea.Scalars(tag): rows.setdefault(e.step, {})[tag] = e.value
     return rows
 
 def _trackio_rows(run_dir:Path) -> dict:

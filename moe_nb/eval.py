@@ -6,7 +6,7 @@ Docs: https://moe-nb.github.io/moe_nb/eval.html.md"""
 
 # %% ../nbs/07_eval.ipynb #971b9e60
 from __future__ import annotations
-import json, math, os, sys
+import abc, json, math, os, sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import save_jsonl, save_json, atomic_open
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['LOCAL_TASKS', 'token_nll', 'perplexity', 'write_mc_task', 'write_answer_task', 'embedded_tasks', 'hub_offline',
@@ -163,53 +164,65 @@ class MoeNbLM(TemplateLM):
     def eot_token_id(self): return self.tok.eos_token_id
     def tok_encode(self, string:str, **kw) -> list[int]: return self.tok(string, add_special_tokens=False)["input_ids"]
 
-    @torch.no_grad()
-    def _loglikelihood_tokens(self, requests, disable_tqdm:bool=False, **kw):
-        res = []
-        for i in range(0, len(requests), self.bs):
-            chunk = requests[i:i + self.bs]
-            seqs = [(ctx + cont)[-(self.max_length + 1):] for _, ctx, cont in chunk]
-            L = max(len(s) for s in seqs) - 1
-            inp = torch.full((len(seqs), L), self.tok.pad_token_id or 0, dtype=torch.long)
-            for j, s in enumerate(seqs): inp[j, :len(s) - 1] = torch.tensor(s[:-1])
-            lp = F.log_softmax(_logits(self.model, inp.to(self.dev)).float(), -1)
-            for j, ((_, ctx, cont), s) in enumerate(zip(chunk, seqs)):
-                n = len(cont); pos = torch.arange(len(s) - 1 - n, len(s) - 1, device=self.dev)
-                tgt = torch.tensor(cont, device=self.dev)
-                rows = lp[j, pos]
-                res.append((rows.gather(-1, tgt[:, None]).sum().item(), bool((rows.argmax(-1) == tgt).all())))
-        return res
+# %% ../nbs/07_eval.ipynb #b7791c77
+@patch
+@torch.no_grad()
+def _loglikelihood_tokens(self:MoeNbLM, requests, disable_tqdm:bool=False, **kw):
+    "Sum of log-probabilities and greedy match of each (context, continuation) token pair, in batches right-padded to the longest."
+    res = []
+    for i in range(0, len(requests), self.bs):
+        chunk = requests[i:i + self.bs]
+        seqs = [(ctx + cont)[-(self.max_length + 1):] for _, ctx, cont in chunk]
+        L = max(len(s) for s in seqs) - 1
+        inp = torch.full((len(seqs), L), self.tok.pad_token_id or 0, dtype=torch.long)
+        for j, s in enumerate(seqs): inp[j, :len(s) - 1] = torch.tensor(s[:-1])
+        lp = F.log_softmax(_logits(self.model, inp.to(self.dev)).float(), -1)
+        for j, ((_, ctx, cont), s) in enumerate(zip(chunk, seqs)):
+            n = len(cont); pos = torch.arange(len(s) - 1 - n, len(s) - 1, device=self.dev)
+            tgt = torch.tensor(cont, device=self.dev)
+            rows = lp[j, pos]
+            res.append((rows.gather(-1, tgt[:, None]).sum().item(), bool((rows.argmax(-1) == tgt).all())))
+    return res
 
-    def loglikelihood_rolling(self, requests, disable_tqdm:bool=False):
-        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
-        out = []
-        for (string,) in [r.args for r in requests]:
-            wins = [make_disjoint_window(w) for w in get_rolling_token_windows(
-                token_list=self.tok_encode(string), prefix_token=self.eot_token_id, max_seq_len=self.max_length, context_len=1)]
-            out.append(sum(ll for ll, _ in self._loglikelihood_tokens([(None, c, t) for c, t in wins])))
-        return out
+# %% ../nbs/07_eval.ipynb #1ac5b21b
+@patch
+def loglikelihood_rolling(self:MoeNbLM, requests, disable_tqdm:bool=False):
+    "Log-likelihood of each whole string over lm-eval's disjoint rolling windows of `max_length` tokens."
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+    out = []
+    for (string,) in [r.args for r in requests]:
+        wins = [make_disjoint_window(w) for w in get_rolling_token_windows(
+            token_list=self.tok_encode(string), prefix_token=self.eot_token_id, max_seq_len=self.max_length, context_len=1)]
+        out.append(sum(ll for ll, _ in self._loglikelihood_tokens([(None, c, t) for c, t in wins])))
+    return out
 
-    @torch.no_grad()
-    def generate_until(self, requests, disable_tqdm:bool=False):
-        out = []
-        for ctx, gen_kwargs in [r.args for r in requests]:
-            until = gen_kwargs.get("until", []) or []
-            until = [until] if isinstance(until, str) else list(until)
-            n_new = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
-            if not 0 < n_new < self.max_length: raise ValueError(f"max_gen_toks={n_new}: expected 1 .. max_length - 1 = {self.max_length - 1}")
-            ids = self.tok_encode(ctx)[-(self.max_length - n_new):]  # lm-eval's rule: keep the last max_length - max_gen_toks tokens
-            new = []
-            for _ in range(n_new):
-                nxt = int(_logits(self.model, torch.tensor([ids + new], device=self.dev))[0, -1].argmax())  # never over max_length
-                if nxt == self.eot_token_id: break
-                new.append(nxt)
-                text = self.tok.decode(new)
-                if any(u in text for u in until): break
+# %% ../nbs/07_eval.ipynb #c5c7b191
+@patch
+@torch.no_grad()
+def generate_until(self:MoeNbLM, requests, disable_tqdm:bool=False):
+    "Greedy continuation of each context until a stop string, the end-of-text token or `max_gen_toks` tokens."
+    out = []
+    for ctx, gen_kwargs in [r.args for r in requests]:
+        until = gen_kwargs.get("until", []) or []
+        until = [until] if isinstance(until, str) else list(until)
+        n_new = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
+        if not 0 < n_new < self.max_length: raise ValueError(f"max_gen_toks={n_new}: expected 1 .. max_length - 1 = {self.max_length - 1}")
+        ids = self.tok_encode(ctx)[-(self.max_length - n_new):]  # lm-eval's rule: keep the last max_length - max_gen_toks tokens
+        new = []
+        for _ in range(n_new):
+            nxt = int(_logits(self.model, torch.tensor([ids + new], device=self.dev))[0, -1].argmax())  # never over max_length
+            if nxt == self.eot_token_id: break
+            new.append(nxt)
             text = self.tok.decode(new)
-            for u in until: text = text.split(u)[0]
-            out.append(text)
-        return out
+            if any(u in text for u in until): break
+        text = self.tok.decode(new)
+        for u in until: text = text.split(u)[0]
+        out.append(text)
+    return out
 
+# %% ../nbs/07_eval.ipynb #b4874696
+for _n in ("_loglikelihood_tokens", "loglikelihood_rolling", "generate_until"): delattr(MoeNbLM, f"_orig_{_n}")
+abc.update_abstractmethods(MoeNbLM)
 model_registry.register("moe_nb", target="moe_nb.eval:MoeNbLM")  # by name: the same registration wherever this code runs
 
 # %% ../nbs/07_eval.ipynb #92ba1ce0

@@ -20,6 +20,7 @@ from transformers.masking_utils import find_packed_sequence_indices
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2ForCausalLM, Qwen2PreTrainedModel, Qwen2Attention
 from transformers.utils import can_return_tuple
+from fastcore.basics import patch
 
 from ..hooks import Hook
 from ..core import refuse_pickles
@@ -106,7 +107,7 @@ class Qwen2ParScaleModel(Qwen2Model):
         if P > 1:
             hd = getattr(config, "head_dim", None) or h // config.num_attention_heads
             for layer in self.layers:
-                layer.self_attn.prefix_k = nn.Parameter(torch.empty(P, config.num_key_value_heads, n, hd))
+                layer.self_attn.prefix_k = nn.Parameter(torch.empty(P, config.num_key_value_heads, n, hd))  # (P, Hkv, n, D)
                 layer.self_attn.prefix_v = nn.Parameter(torch.empty(P, config.num_key_value_heads, n, hd))
                 layer.self_attn.__dict__.pop("_is_hf_initialized", None)  # initialise the new prefixes in post_init
                 layer._can_checkpoint_with_cache = True  # training caches are read-only: recomputing a layer reads the same keys
@@ -117,77 +118,85 @@ class Qwen2ParScaleModel(Qwen2Model):
         "An empty cache holding this model's prefixes (read-only if not `store`)."
         return ParScaleCache([l.self_attn.prefix_k for l in self.layers], [l.self_attn.prefix_v for l in self.layers], store)
 
-    def stream_masks(self, attention_mask, position_ids, B:int, T:int, past:int, dtype, device) -> dict:
-        "Per layer type, the mask (B or 1, 1, T, n + past + T) over (prefix, past, new) keys, repeated to the P streams."
-        P, n, L, cfg = self.config.parscale_n, self.config.parscale_n_tokens, past + T, self.config
-        if attention_mask is not None and tuple(attention_mask.shape) != (B, L):
-            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected (batch, cached + new tokens) = {(B, L)}")
-        q, k = torch.arange(past, L, device=device)[:, None], torch.arange(L, device=device)[None, :]
-        m = (k <= q)[None]                                                    # (1, T, L): causal
-        if attention_mask is not None: m = m & attention_mask.bool()[:, None, :]  # (B, T, L): padding
-        elif past == 0 and position_ids is not None:                          # packed documents, found as stock Qwen2 finds them
-            docs = find_packed_sequence_indices(position_ids)
-            if docs is not None: m = m & (docs[:, :, None] == docs[:, None, :])
-        out = {}
-        for kind in set(cfg.layer_types):
-            if kind == "full_attention" and m.shape[0] == 1 and T == 1: out[kind] = None; continue  # one query sees every key
-            mk = m & (k > q - cfg.sliding_window)[None] if kind == "sliding_attention" else m
-            mk = torch.cat([mk.new_ones(mk.shape[0], T, n), mk], -1)[:, None]   # the prefix is visible to every query
-            if mk.shape[0] > 1: mk = mk.repeat(P, 1, 1, 1)                     # stream-major rows
-            if cfg._attn_implementation == "eager": mk = torch.zeros(mk.shape, dtype=dtype, device=device).masked_fill(~mk, torch.finfo(dtype).min)
-            out[kind] = mk
-        return out
+# %% ../../nbs/parscale/40_model.ipynb #55d7211f
+@patch
+def stream_masks(self:Qwen2ParScaleModel, attention_mask, position_ids, B:int, T:int, past:int, dtype, device) -> dict:
+    "Per layer type, the mask (B or 1, 1, T, n + past + T) over (prefix, past, new) keys, repeated to the P streams."
+    P, n, L, cfg = self.config.parscale_n, self.config.parscale_n_tokens, past + T, self.config
+    if attention_mask is not None and tuple(attention_mask.shape) != (B, L):
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected (batch, cached + new tokens) = {(B, L)}")
+    q, k = torch.arange(past, L, device=device)[:, None], torch.arange(L, device=device)[None, :]
+    m = (k <= q)[None]                                                    # (1, T, L): causal
+    if attention_mask is not None: m = m & attention_mask.bool()[:, None, :]  # (B, T, L): padding
+    elif past == 0 and position_ids is not None:                          # packed documents, found as stock Qwen2 finds them
+        docs = find_packed_sequence_indices(position_ids)
+        if docs is not None: m = m & (docs[:, :, None] == docs[:, None, :])
+    out = {}
+    for kind in set(cfg.layer_types):
+        if kind == "full_attention" and m.shape[0] == 1 and T == 1: out[kind] = None; continue  # one query sees every key
+        mk = m & (k > q - cfg.sliding_window)[None] if kind == "sliding_attention" else m
+        mk = torch.cat([mk.new_ones(mk.shape[0], T, n), mk], -1)[:, None]   # (B|1, 1, T, n + L): the prefix is visible to every query
+        if mk.shape[0] > 1: mk = mk.repeat(P, 1, 1, 1)                     # stream-major rows
+        if cfg._attn_implementation == "eager": mk = torch.zeros(mk.shape, dtype=dtype, device=device).masked_fill(~mk, torch.finfo(dtype).min)
+        out[kind] = mk
+    return out
 
-    def aggregate_weights(self, h:torch.Tensor) -> torch.Tensor:
-        "Aggregation weights (B, T, P) in float32 from the streams' final hidden states h (P*B, T, H)."
-        P = self.config.parscale_n
-        _, T, H = h.shape
-        x = h.view(P, -1, T, H).permute(1, 2, 3, 0).reshape(-1, T, H * P)  # official layout: (hidden, P) interleaved
-        w = torch.softmax(self.aggregate_layer(x).float(), -1)
-        eps = self.config.parscale_attn_smooth
-        return w * (1 - eps) + eps / P if eps else w
+# %% ../../nbs/parscale/40_model.ipynb #e57d96af
+@patch
+def aggregate_weights(self:Qwen2ParScaleModel, h:torch.Tensor) -> torch.Tensor:
+    "Aggregation weights (B, T, P) in float32 from the streams' final hidden states h (P*B, T, H)."
+    P = self.config.parscale_n
+    _, T, H = h.shape
+    x = h.view(P, -1, T, H).permute(1, 2, 3, 0).reshape(-1, T, H * P)  # (B, T, H*P), official layout: (hidden, P) interleaved
+    w = torch.softmax(self.aggregate_layer(x).float(), -1)              # (B, T, P)
+    eps = self.config.parscale_attn_smooth
+    return w * (1 - eps) + eps / P if eps else w
 
-    def streams(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None,
-                use_cache:bool=True, **kwargs):
-        "Run the P streams; return the backbone output with per-stream final hidden states (P*B, T, H) and the cache."
-        P = self.config.parscale_n
-        if self.config._attn_implementation not in ("sdpa", "eager"):
-            raise NotImplementedError(f"ParScale with P > 1 runs on attn_implementation 'sdpa' or 'eager', not {self.config._attn_implementation!r}")
-        if (input_ids is None) == (inputs_embeds is None): raise ValueError("specify exactly one of input_ids or inputs_embeds")
-        if inputs_embeds is None: inputs_embeds = self.embed_tokens(input_ids)
-        B, T = inputs_embeds.shape[:2]
-        checkpointing = self.gradient_checkpointing and self.training
-        cache = past_key_values
-        if cache is None or (not isinstance(cache, ParScaleCache) and cache.get_seq_length() == 0):
-            cache = self.new_cache(store=use_cache and not checkpointing)
-        elif not isinstance(cache, ParScaleCache): raise ValueError(f"past_key_values is a filled {type(cache).__name__}; a ParScale model needs its ParScaleCache")
-        elif cache.parscale_n != P: raise ValueError(f"past_key_values holds {cache.parscale_n} streams; this model has P={P}")
-        elif checkpointing: raise ValueError("gradient checkpointing in training recomputes every layer, which would write past_key_values twice; pass none")
-        past = cache.get_seq_length()
-        if position_ids is None:  # counted from each row's first real token: the prefix makes absolute positions matter (left padding)
-            position_ids = ((attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, past:] if attention_mask is not None
-                            else torch.arange(past, past + T, device=inputs_embeds.device)[None])
-        position_ids = position_ids.expand(B, T)
-        masks = self.stream_masks(attention_mask, position_ids, B, T, past, inputs_embeds.dtype, inputs_embeds.device)
-        rep = lambda t: t.repeat(P, *[1] * (t.ndim - 1))
-        out = Qwen2Model.forward(self, inputs_embeds=rep(inputs_embeds), attention_mask=masks, position_ids=rep(position_ids),
-                                 past_key_values=cache, use_cache=True, **kwargs)
-        return out, cache
+# %% ../../nbs/parscale/40_model.ipynb #d0557af4
+@patch
+def streams(self:Qwen2ParScaleModel, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None,
+            use_cache:bool=True, **kwargs):
+    "Run the P streams; return the backbone output with per-stream final hidden states (P*B, T, H) and the cache."
+    P = self.config.parscale_n
+    if self.config._attn_implementation not in ("sdpa", "eager"):
+        raise NotImplementedError(f"ParScale with P > 1 runs on attn_implementation 'sdpa' or 'eager', not {self.config._attn_implementation!r}")
+    if (input_ids is None) == (inputs_embeds is None): raise ValueError("specify exactly one of input_ids or inputs_embeds")
+    if inputs_embeds is None: inputs_embeds = self.embed_tokens(input_ids)   # (B, T, H)
+    B, T = inputs_embeds.shape[:2]
+    checkpointing = self.gradient_checkpointing and self.training
+    cache = past_key_values
+    if cache is None or (not isinstance(cache, ParScaleCache) and cache.get_seq_length() == 0):
+        cache = self.new_cache(store=use_cache and not checkpointing)
+    elif not isinstance(cache, ParScaleCache): raise ValueError(f"past_key_values is a filled {type(cache).__name__}; a ParScale model needs its ParScaleCache")
+    elif cache.parscale_n != P: raise ValueError(f"past_key_values holds {cache.parscale_n} streams; this model has P={P}")
+    elif checkpointing: raise ValueError("gradient checkpointing in training recomputes every layer, which would write past_key_values twice; pass none")
+    past = cache.get_seq_length()
+    if position_ids is None:  # counted from each row's first real token: the prefix makes absolute positions matter (left padding)
+        position_ids = ((attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, past:] if attention_mask is not None
+                        else torch.arange(past, past + T, device=inputs_embeds.device)[None])
+    position_ids = position_ids.expand(B, T)
+    masks = self.stream_masks(attention_mask, position_ids, B, T, past, inputs_embeds.dtype, inputs_embeds.device)
+    rep = lambda t: t.repeat(P, *[1] * (t.ndim - 1))                      # (B, ...) -> (P*B, ...), stream-major
+    out = Qwen2Model.forward(self, inputs_embeds=rep(inputs_embeds), attention_mask=masks, position_ids=rep(position_ids),
+                             past_key_values=cache, use_cache=True, **kwargs)
+    return out, cache
 
-    @can_return_tuple
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None,
-                use_cache=None, **kwargs) -> BaseModelOutputWithPast:
-        if self.config.parscale_n == 1:
-            return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                   past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
-        use_cache = (self.config.use_cache if use_cache is None else use_cache) and not (self.gradient_checkpointing and self.training)
-        out, cache = self.streams(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache, **kwargs)
-        h = out.last_hidden_state                                             # (P*B, T, H)
-        P, (_, T, H) = self.config.parscale_n, h.shape
-        w = self.aggregate_weights(h)                                         # (B, T, P)
-        y = torch.einsum("btp,pbth->bth", w, h.view(P, -1, T, H).float()).to(h.dtype)
-        return BaseModelOutputWithPast(last_hidden_state=y, past_key_values=cache if use_cache else None,
-                                       hidden_states=out.hidden_states, attentions=out.attentions)
+# %% ../../nbs/parscale/40_model.ipynb #a23b0ef4
+@patch
+@can_return_tuple
+def forward(self:Qwen2ParScaleModel, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None,
+            use_cache=None, **kwargs) -> BaseModelOutputWithPast:
+    if self.config.parscale_n == 1:
+        return Qwen2Model.forward(self, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                  past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
+    use_cache = (self.config.use_cache if use_cache is None else use_cache) and not (self.gradient_checkpointing and self.training)
+    out, cache = self.streams(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache, **kwargs)
+    h = out.last_hidden_state                                             # (P*B, T, H)
+    P, (_, T, H) = self.config.parscale_n, h.shape
+    w = self.aggregate_weights(h)                                         # (B, T, P)
+    y = torch.einsum("btp,pbth->bth", w, h.view(P, -1, T, H).float()).to(h.dtype)  # (B, T, H)
+    return BaseModelOutputWithPast(last_hidden_state=y, past_key_values=cache if use_cache else None,
+                                   hidden_states=out.hidden_states, attentions=out.attentions)
 
 # %% ../../nbs/parscale/40_model.ipynb #f0aab222
 class Qwen2ParScaleForCausalLM(Qwen2ForCausalLM):
