@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from fastcore.basics import patch
 
 from ..core import Config, ConfigError, atomic_dir, save_json, load_json, save_tensors, load_tensors
 from .polyglu import PolyGLU, SwiGLU
@@ -120,6 +121,7 @@ def _flash_ok(cfg, x) -> bool:
         return False
     return True
 
+# %% ../../nbs/polychromatic/31_model.ipynb #3a45b05d
 class Attention(nn.Module):
     "Grouped-query attention with QK-norm and RoPE; document masks; SDPA or flash-attn varlen; KV cache."
     def __init__(self, cfg:PolyConfig):
@@ -130,34 +132,36 @@ class Attention(nn.Module):
         self.v_proj, self.o_proj = nn.Linear(cfg.d_model, Hk * D, bias=False), nn.Linear(H * D, cfg.d_model, bias=False)
         self.q_norm, self.k_norm = RMSNorm(D, cfg.norm_eps), RMSNorm(D, cfg.norm_eps)
 
-    def forward(self, x, cos, sin, doc_ids=None, cache=None):
-        B, T, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(B, T, self.H, self.D)).transpose(1, 2)
-        k = self.k_norm(self.k_proj(x).view(B, T, self.Hk, self.D)).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.Hk, self.D).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None and cache[0] is not None: k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
-        new_cache = (k, v)
-        if doc_ids is not None and _flash_ok(self.cfg, x) and cache is None:
-            from flash_attn import flash_attn_varlen_func
-            cu, mx = cu_seqlens(doc_ids)
-            o = flash_attn_varlen_func(q.transpose(1, 2).reshape(B * T, self.H, self.D), k.transpose(1, 2).reshape(B * T, self.Hk, self.D),
-                                       v.transpose(1, 2).reshape(B * T, self.Hk, self.D), cu, cu, mx, mx, causal=True)
-            o = o.view(B, T, self.H * self.D)
+# %% ../../nbs/polychromatic/31_model.ipynb #6c8e5863
+@patch
+def forward(self:Attention, x, cos, sin, doc_ids=None, cache=None):
+    B, T, _ = x.shape
+    q = self.q_norm(self.q_proj(x).view(B, T, self.H, self.D)).transpose(1, 2)    # (B, H, T, D)
+    k = self.k_norm(self.k_proj(x).view(B, T, self.Hk, self.D)).transpose(1, 2)   # (B, Hk, T, D)
+    v = self.v_proj(x).view(B, T, self.Hk, self.D).transpose(1, 2)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    if cache is not None and cache[0] is not None: k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)  # (B, Hk, S, D)
+    new_cache = (k, v)
+    if doc_ids is not None and _flash_ok(self.cfg, x) and cache is None:
+        from flash_attn import flash_attn_varlen_func
+        cu, mx = cu_seqlens(doc_ids)
+        o = flash_attn_varlen_func(q.transpose(1, 2).reshape(B * T, self.H, self.D), k.transpose(1, 2).reshape(B * T, self.Hk, self.D),
+                                   v.transpose(1, 2).reshape(B * T, self.Hk, self.D), cu, cu, mx, mx, causal=True)
+        o = o.view(B, T, self.H * self.D)
+    else:
+        S = k.shape[2]
+        if doc_ids is not None:
+            if S != T: raise ValueError("doc_ids cannot be combined with a KV cache")
+            i = torch.arange(T, device=x.device)
+            mask = ((doc_ids[:, :, None] == doc_ids[:, None, :]) & (i[None, :, None] >= i[None, None, :]))[:, None]
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        elif S != T:  # cached keys first, then causal among the new ones
+            i = torch.arange(T, device=x.device)[:, None] + (S - T)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=(torch.arange(S, device=x.device)[None] <= i), enable_gqa=True)
         else:
-            S = k.shape[2]
-            if doc_ids is not None:
-                if S != T: raise ValueError("doc_ids cannot be combined with a KV cache")
-                i = torch.arange(T, device=x.device)
-                mask = ((doc_ids[:, :, None] == doc_ids[:, None, :]) & (i[None, :, None] >= i[None, None, :]))[:, None]
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-            elif S != T:  # cached keys first, then causal among the new ones
-                i = torch.arange(T, device=x.device)[:, None] + (S - T)
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=(torch.arange(S, device=x.device)[None] <= i), enable_gqa=True)
-            else:
-                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-            o = o.transpose(1, 2).reshape(B, T, self.H * self.D)
-        return self.o_proj(o), new_cache
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        o = o.transpose(1, 2).reshape(B, T, self.H * self.D)
+    return self.o_proj(o), new_cache
 
 # %% ../../nbs/polychromatic/31_model.ipynb #d84f95c0
 class _ChunkedCE(torch.autograd.Function):
@@ -253,41 +257,45 @@ class PolychromaticLM(nn.Module):
     @property
     def device(self): return self.embed_tokens.weight.device
 
-    def forward(self, input_ids:torch.Tensor, labels:torch.Tensor|None=None, doc_ids:torch.Tensor|None=None,
-                attention_mask:torch.Tensor|None=None, # (B, T) 1 on tokens: right padding only (attention is causal); keeps pads out of sequence routing
-                past_key_values:list|None=None, use_cache:bool=False, return_logits:bool|None=None, **kw) -> PolyOutput:
-        B, T = input_ids.shape
-        past = past_key_values[0][0].shape[2] if past_key_values else 0
-        if past + T > self.config.max_seq_len:
-            raise ValueError(f"sequence of {past + T} tokens is longer than max_seq_len={self.config.max_seq_len}")
-        pos = doc_positions(doc_ids) if doc_ids is not None else (past + torch.arange(T, device=input_ids.device)).expand(B, T)
-        cos, sin = self.rope_cos[pos], self.rope_sin[pos]
-        x = self.embed_tokens(input_ids)
-        caches = []
-        for i, layer in enumerate(self.layers):
-            x, c = layer(x, cos, sin, doc_ids, past_key_values[i] if past_key_values else None, attention_mask)
-            caches.append(c)
-        h = self.norm(x)
-        loss = logits = None
-        if labels is not None:
-            d = h.shape[-1]
-            loss = chunked_cross_entropy(h[:, :-1].reshape(-1, d), self.embed_tokens.weight, labels[:, 1:].reshape(-1), self.config.ce_chunk)
-        if return_logits or (return_logits is None and labels is None): logits = h @ self.embed_tokens.weight.t()
-        return PolyOutput(loss, logits, caches if use_cache else None)
+# %% ../../nbs/polychromatic/31_model.ipynb #b2593349
+@patch
+def forward(self:PolychromaticLM, input_ids:torch.Tensor, labels:torch.Tensor|None=None, doc_ids:torch.Tensor|None=None,
+            attention_mask:torch.Tensor|None=None, # (B, T) 1 on tokens: right padding only (attention is causal); keeps pads out of sequence routing
+            past_key_values:list|None=None, use_cache:bool=False, return_logits:bool|None=None, **kw) -> PolyOutput:
+    B, T = input_ids.shape
+    past = past_key_values[0][0].shape[2] if past_key_values else 0
+    if past + T > self.config.max_seq_len:
+        raise ValueError(f"sequence of {past + T} tokens is longer than max_seq_len={self.config.max_seq_len}")
+    pos = doc_positions(doc_ids) if doc_ids is not None else (past + torch.arange(T, device=input_ids.device)).expand(B, T)
+    cos, sin = self.rope_cos[pos], self.rope_sin[pos]
+    x = self.embed_tokens(input_ids)                                      # (B, T, d_model)
+    caches = []
+    for i, layer in enumerate(self.layers):
+        x, c = layer(x, cos, sin, doc_ids, past_key_values[i] if past_key_values else None, attention_mask)
+        caches.append(c)
+    h = self.norm(x)
+    loss = logits = None
+    if labels is not None:
+        d = h.shape[-1]
+        loss = chunked_cross_entropy(h[:, :-1].reshape(-1, d), self.embed_tokens.weight, labels[:, 1:].reshape(-1), self.config.ce_chunk)
+    if return_logits or (return_logits is None and labels is None): logits = h @ self.embed_tokens.weight.t()
+    return PolyOutput(loss, logits, caches if use_cache else None)
 
-    @torch.no_grad()
-    def generate(self, input_ids:torch.Tensor, max_new_tokens:int=32, eos_token_id:int|None=None,
-                 use_cache:bool=True) -> torch.Tensor:
-        "Greedy decoding; with a KV cache unless routing is 'sequence' (then every step recomputes the whole sequence)."
-        use_cache = use_cache and not (self.config.ffn == "polyglu" and self.config.routing == "sequence")
-        ids, past, step_in = input_ids, None, input_ids
-        for _ in range(max_new_tokens):
-            out = self(step_in if use_cache else ids, past_key_values=past, use_cache=use_cache)
-            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
-            ids = torch.cat([ids, nxt], 1)
-            if use_cache: past, step_in = out.past_key_values, nxt
-            if eos_token_id is not None and (nxt == eos_token_id).all(): break
-        return ids
+# %% ../../nbs/polychromatic/31_model.ipynb #31ac8cd9
+@patch
+@torch.no_grad()
+def generate(self:PolychromaticLM, input_ids:torch.Tensor, max_new_tokens:int=32, eos_token_id:int|None=None,
+             use_cache:bool=True) -> torch.Tensor:
+    "Greedy decoding; with a KV cache unless routing is 'sequence' (then every step recomputes the whole sequence)."
+    use_cache = use_cache and not (self.config.ffn == "polyglu" and self.config.routing == "sequence")
+    ids, past, step_in = input_ids, None, input_ids
+    for _ in range(max_new_tokens):
+        out = self(step_in if use_cache else ids, past_key_values=past, use_cache=use_cache)
+        nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, nxt], 1)
+        if use_cache: past, step_in = out.past_key_values, nxt
+        if eos_token_id is not None and (nxt == eos_token_id).all(): break
+    return ids
 
 # %% ../../nbs/polychromatic/31_model.ipynb #17f43719
 class VanillaLM(PolychromaticLM):

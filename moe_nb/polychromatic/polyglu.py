@@ -8,6 +8,7 @@ Docs: https://moe-nb.github.io/moe_nb/polychromatic/polyglu.html.md"""
 from __future__ import annotations
 from typing import Literal
 
+from fastcore.basics import patch
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -80,6 +81,7 @@ def _fwd_chunk(z, u, r, alpha, noise, tau):
     m = g[..., 0] * F.relu(zc) + g[..., 1] * torch.tanh(zc) + g[..., 2] * F.silu(zc) + g[..., 3] * F.gelu(zc)
     return (m * u.to(cdt)).to(z.dtype)
 
+# %% ../../nbs/polychromatic/30_polyglu.ipynb #b0043f52
 def _bwd_chunk(dy, z, u, r, alpha, noise, tau):
     "Gradients of one chunk: dz, du, dr and this chunk's share of dalpha, gates and activations recomputed."
     cdt = torch.promote_types(z.dtype, torch.float32)
@@ -95,6 +97,7 @@ def _bwd_chunk(dy, z, u, r, alpha, noise, tau):
     dl = g * (dg - (g * dg).sum(-1, keepdim=True)) / tau
     return dz.to(z.dtype), (dyc * m).to(u.dtype), dl.sum(1), dl.sum(0)
 
+# %% ../../nbs/polychromatic/30_polyglu.ipynb #9b8c6ebf
 _COMPILED = {}
 def _kernels(compiled:bool):
     "The chunk kernels, eager or compiled once with torch.compile (dynamic shapes, tau a tensor: no recompiles)."
@@ -127,6 +130,7 @@ class _PolyMix(torch.autograd.Function):
             dalpha += da
         return dz, du, dr.to(r.dtype), dalpha.to(alpha.dtype), None, None, None, None, None
 
+# %% ../../nbs/polychromatic/30_polyglu.ipynb #223f19e2
 def default_chunk(n_rows:int, d_ff:int, k:int=4) -> int:
     "Rows per chunk: about 1/16 of the rows (transients stay a fraction of one (N, d_ff) tensor), a multiple of 16, at most 4M gate entries."
     c = -(-max(1, n_rows // 16) // NOISE_BLOCK) * NOISE_BLOCK
@@ -167,53 +171,61 @@ class PolyGLU(nn.Module):
         self.routing, self.gumbel_train, self.gumbel_eval, self.impl, self.chunk = routing, gumbel_train, gumbel_eval, impl, chunk
         self.noise, self.compiled = noise, compiled
 
-    def pooled(self, x:torch.Tensor, doc_ids:torch.Tensor|None=None, attention_mask:torch.Tensor|None=None,
-               state:tuple|None=None) -> tuple[torch.Tensor, tuple|None]:
-        "The pooled hidden state h: (B, 1, D) for sequence routing, (B, T, D) for causal; and the causal state."
-        if self.routing == "sequence":
-            if attention_mask is None: return x.mean(1, keepdim=True), None
-            m = attention_mask[..., None].to(x.dtype)
-            return (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1), None
-        xs = x.float()
-        if doc_ids is not None:  # running mean restarted at each document start
-            start = torch.ones_like(doc_ids, dtype=torch.bool); start[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
-            c = torch.cumsum(xs, 1); n = torch.arange(1, x.shape[1] + 1, device=x.device).expand_as(doc_ids)
-            idx = torch.where(start, torch.arange(x.shape[1], device=x.device), 0).cummax(1).values  # start index of each position's document
-            before = torch.where((idx > 0)[..., None], c.gather(1, (idx - 1).clamp_min(0)[..., None].expand_as(c)), 0.0)
-            return ((c - before) / (n - idx)[..., None]).to(x.dtype), None
-        s0, n0 = state if state is not None else (torch.zeros_like(xs[:, :1]), 0)
-        c = s0 + torch.cumsum(xs, 1)
-        n = n0 + torch.arange(1, x.shape[1] + 1, device=x.device)
-        return (c / n[None, :, None]).to(x.dtype), (c[:, -1:], n0 + x.shape[1])
+# %% ../../nbs/polychromatic/30_polyglu.ipynb #2a572fd3
+@patch
+def pooled(self:PolyGLU, x:torch.Tensor, doc_ids:torch.Tensor|None=None, attention_mask:torch.Tensor|None=None,
+           state:tuple|None=None) -> tuple[torch.Tensor, tuple|None]:
+    "The pooled hidden state h: (B, 1, D) for sequence routing, (B, T, D) for causal; and the causal state."
+    if self.routing == "sequence":
+        if attention_mask is None: return x.mean(1, keepdim=True), None
+        m = attention_mask[..., None].to(x.dtype)
+        return (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1), None
+    xs = x.float()
+    if doc_ids is not None:  # running mean restarted at each document start
+        start = torch.ones_like(doc_ids, dtype=torch.bool); start[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+        c = torch.cumsum(xs, 1); n = torch.arange(1, x.shape[1] + 1, device=x.device).expand_as(doc_ids)
+        idx = torch.where(start, torch.arange(x.shape[1], device=x.device), 0).cummax(1).values  # start index of each position's document
+        before = torch.where((idx > 0)[..., None], c.gather(1, (idx - 1).clamp_min(0)[..., None].expand_as(c)), 0.0)
+        return ((c - before) / (n - idx)[..., None]).to(x.dtype), None
+    s0, n0 = state if state is not None else (torch.zeros_like(xs[:, :1]), 0)
+    c = s0 + torch.cumsum(xs, 1)
+    n = n0 + torch.arange(1, x.shape[1] + 1, device=x.device)
+    return (c / n[None, :, None]).to(x.dtype), (c[:, -1:], n0 + x.shape[1])
 
-    def gate_logits(self, h:torch.Tensor) -> torch.Tensor:
-        "The dynamic part beta * f(h), (B, T or 1, K)."
-        return self.beta * self.router(h)
+# %% ../../nbs/polychromatic/30_polyglu.ipynb #4afa6fee
+@patch
+def gate_logits(self:PolyGLU, h:torch.Tensor) -> torch.Tensor:
+    "The dynamic part beta * f(h), (B, T or 1, K)."
+    return self.beta * self.router(h)
 
-    def forward(self, x:torch.Tensor, doc_ids:torch.Tensor|None=None, attention_mask:torch.Tensor|None=None,
-                state:tuple|None=None, return_state:bool=False):
-        B, T, D = x.shape
-        h, new_state = self.pooled(x, doc_ids, attention_mask, state)
-        r = self.gate_logits(h)
-        group = T if (self.routing == "sequence" or self.noise == "sequence") else 1
-        r = r.expand(B, T, -1).reshape(B * T, -1)
-        noisy = self.gumbel_train if self.training else self.gumbel_eval
-        seed = int(torch.randint(0, 2**62, (1,)).item()) if noisy else None
-        z, u = self.gate(x).reshape(B * T, -1), self.up(x).reshape(B * T, -1)
-        mix = poly_mix if self.impl == "fused" else poly_mix_stacked
-        kw = {"chunk": self.chunk, "compiled": self.compiled} if self.impl == "fused" else {}
-        y = self.down(mix(z, u, r, self.alpha, float(self.tau), seed, group, **kw).view(B, T, -1))
-        return (y, new_state) if return_state else y
+@patch
+def forward(self:PolyGLU, x:torch.Tensor, doc_ids:torch.Tensor|None=None, attention_mask:torch.Tensor|None=None,
+            state:tuple|None=None, return_state:bool=False):
+    B, T, D = x.shape
+    h, new_state = self.pooled(x, doc_ids, attention_mask, state)
+    r = self.gate_logits(h)
+    group = T if (self.routing == "sequence" or self.noise == "sequence") else 1
+    r = r.expand(B, T, -1).reshape(B * T, -1)                      # (B*T, K)
+    noisy = self.gumbel_train if self.training else self.gumbel_eval
+    seed = int(torch.randint(0, 2**62, (1,)).item()) if noisy else None
+    z, u = self.gate(x).reshape(B * T, -1), self.up(x).reshape(B * T, -1)  # (B*T, d_ff) each
+    mix = poly_mix if self.impl == "fused" else poly_mix_stacked
+    kw = {"chunk": self.chunk, "compiled": self.compiled} if self.impl == "fused" else {}
+    y = self.down(mix(z, u, r, self.alpha, float(self.tau), seed, group, **kw).view(B, T, -1))
+    return (y, new_state) if return_state else y
 
-    @torch.no_grad()
-    def gates(self, x:torch.Tensor, doc_ids:torch.Tensor|None=None) -> torch.Tensor:
-        "Noise-free gates softmax(l / tau), (B, T or 1, d_ff, K): for analysis, not for the forward pass."
-        h, _ = self.pooled(x, doc_ids)
-        return torch.softmax((self.alpha + self.gate_logits(h)[..., None, :]) / self.tau, -1)
+# %% ../../nbs/polychromatic/30_polyglu.ipynb #55609642
+@patch
+@torch.no_grad()
+def gates(self:PolyGLU, x:torch.Tensor, doc_ids:torch.Tensor|None=None) -> torch.Tensor:
+    "Noise-free gates softmax(l / tau), (B, T or 1, d_ff, K): for analysis, not for the forward pass."
+    h, _ = self.pooled(x, doc_ids)
+    return torch.softmax((self.alpha + self.gate_logits(h)[..., None, :]) / self.tau, -1)
 
-    def static_preference(self) -> torch.Tensor:
-        "softmax(alpha) per neuron, (d_ff, K): the routing with the context term removed."
-        return torch.softmax(self.alpha.detach().float(), -1)
+@patch
+def static_preference(self:PolyGLU) -> torch.Tensor:
+    "softmax(alpha) per neuron, (d_ff, K): the routing with the context term removed."
+    return torch.softmax(self.alpha.detach().float(), -1)
 
 # %% ../../nbs/polychromatic/30_polyglu.ipynb #6343e194
 class SwiGLU(nn.Module):
