@@ -11,6 +11,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Literal
 import numpy as np
+from fastcore.basics import patch
 import torch
 from torch import nn
 
@@ -120,6 +121,38 @@ def _as_samples(data) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(data, dict): return data["input_ids"], data.get("attention_mask", torch.ones_like(data["input_ids"]))
     raise TypeError(f"teacher data must be an (N, T) tensor or a dict with input_ids (N, T); got {type(data).__name__}")
 
+# %% ../../nbs/nexus/21_distill.ipynb #51f98bdf
+def _open_manifest(mpath:Path, settings:dict, rank:int) -> dict:
+    "This rank's manifest, resumed when it exists with the same settings, without shards whose files are gone."
+    man = load_json(mpath) if mpath.exists() else {**settings, "rank": rank, "shards": [], "complete": False}
+    diff = {kk: (man.get(kk), v) for kk, v in settings.items() if man.get(kk) != v}
+    if diff: raise ValueError(f"{mpath}: written with other settings {diff} (found, requested); use a fresh out_dir")
+    man["shards"] = [s for s in man["shards"] if (mpath.parent/s["file"]).exists()]
+    return man
+
+# %% ../../nbs/nexus/21_distill.ipynb #190091c8
+@torch.no_grad()
+def _shard_columns(teacher:nn.Module, ids:torch.Tensor, am:torch.Tensor, samples:list[int], k:int, temperature:float,
+                   full_logits:bool, npdt, batch_size:int, bar) -> dict:
+    "The columns of one shard of `samples`."
+    dev = next(teacher.parameters()).device
+    cols = {"sample": [], "input_ids": [], "attention_mask": [], "topk_values": [], "topk_indices": [], "logz": [], "logits": []}
+    for s in range(0, len(samples), batch_size):
+        b = samples[s:s + batch_size]
+        x, m = ids[b].to(dev), am[b].to(dev)
+        z = teacher(input_ids=x, attention_mask=m).logits.float()  # (b, T, V)
+        v, ix = z.topk(k, -1)                                      # (b, T, k) each
+        lz = (z / temperature).logsumexp(-1)                       # (b, T), float32
+        for r in range(len(b)):
+            cols["sample"].append(b[r]); cols["input_ids"].append(x[r].int().cpu().numpy()); cols["attention_mask"].append(m[r].to(torch.int8).cpu().numpy())
+            cols["topk_values"].append(v[r].cpu().numpy().astype(npdt).ravel()); cols["topk_indices"].append(ix[r].int().cpu().numpy().ravel())
+            cols["logz"].append(lz[r].cpu().numpy())
+            if full_logits: cols["logits"].append(z[r].cpu().numpy().astype(npdt).ravel())
+        bar.update(len(b))
+    if not full_logits: del cols["logits"]
+    return cols
+
+# %% ../../nbs/nexus/21_distill.ipynb #e1c5d76a
 @torch.no_grad()
 def precompute_teacher(teacher:nn.Module, data, # (N, T) token blocks, or {"input_ids", "attention_mask"} of (N, T)
                        out_dir:str|Path, k:int=64, full_logits:bool=False, batch_size:int=8,
@@ -138,37 +171,18 @@ def precompute_teacher(teacher:nn.Module, data, # (N, T) token blocks, or {"inpu
     if values_dtype not in ("float16", "float32"): raise ValueError(f"values_dtype={values_dtype!r}: expected 'float16' or 'float32'")
     if not 0 <= rank < world_size: raise ValueError(f"rank={rank} is not in [0, world_size={world_size})")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    settings = {"format": FORMAT, "teacher": name or getattr(teacher, "name_or_path", "") or type(teacher).__name__, "vocab_size": V,
-                "seq_len": T, "k": k, "full_logits": full_logits, "values_dtype": values_dtype, "temperature": float(temperature), "n_samples": N,
-                "world_size": world_size, "row_group_size": row_group_size}
     mpath = out/f"manifest-r{rank:03d}.json"
-    man = load_json(mpath) if mpath.exists() else {**settings, "rank": rank, "shards": [], "complete": False}
-    diff = {kk: (man.get(kk), v) for kk, v in settings.items() if man.get(kk) != v}
-    if diff: raise ValueError(f"{mpath}: written with other settings {diff} (found, requested); use a fresh out_dir")
-    mine = list(range(rank, N, world_size))
-    chunks = [mine[i:i + rows_per_shard] for i in range(0, len(mine), rows_per_shard)]
-    done = {s["file"] for s in man["shards"] if (out/s["file"]).exists()}
-    man["shards"] = [s for s in man["shards"] if s["file"] in done]
-    dev, npdt = next(teacher.parameters()).device, np.dtype(values_dtype)
+    man = _open_manifest(mpath, {"format": FORMAT, "teacher": name or getattr(teacher, "name_or_path", "") or type(teacher).__name__,
+                                 "vocab_size": V, "seq_len": T, "k": k, "full_logits": full_logits, "values_dtype": values_dtype,
+                                 "temperature": float(temperature), "n_samples": N, "world_size": world_size,
+                                 "row_group_size": row_group_size}, rank)
+    done, mine = {s["file"] for s in man["shards"]}, list(range(rank, N, world_size))
     was = teacher.training; teacher.eval()
     bar = tqdm(total=len(mine), disable=not progress, desc=f"teacher top-{k} (rank {rank})")
-    for j, samples in enumerate(chunks):
-        fname = f"part-r{rank:03d}-{j:05d}.parquet"
+    for j, i in enumerate(range(0, len(mine), rows_per_shard)):
+        samples, fname = mine[i:i + rows_per_shard], f"part-r{rank:03d}-{j:05d}.parquet"
         if fname in done: bar.update(len(samples)); continue
-        cols = {"sample": [], "input_ids": [], "attention_mask": [], "topk_values": [], "topk_indices": [], "logz": [], "logits": []}
-        for s in range(0, len(samples), batch_size):
-            b = samples[s:s + batch_size]
-            x, m = ids[b].to(dev), am[b].to(dev)
-            z = teacher(input_ids=x, attention_mask=m).logits.float()  # (b, T, V)
-            v, ix = z.topk(k, -1)
-            lz = (z / temperature).logsumexp(-1)  # (b, T), float32
-            for r in range(len(b)):
-                cols["sample"].append(b[r]); cols["input_ids"].append(x[r].int().cpu().numpy()); cols["attention_mask"].append(m[r].to(torch.int8).cpu().numpy())
-                cols["topk_values"].append(v[r].cpu().numpy().astype(npdt).ravel()); cols["topk_indices"].append(ix[r].int().cpu().numpy().ravel())
-                cols["logz"].append(lz[r].cpu().numpy())
-                if full_logits: cols["logits"].append(z[r].cpu().numpy().astype(npdt).ravel())
-            bar.update(len(b))
-        if not full_logits: del cols["logits"]
+        cols = _shard_columns(teacher, ids, am, samples, k, temperature, full_logits, np.dtype(values_dtype), batch_size, bar)
         table = pa.table({c: (pa.array(v, pa.int64()) if c == "sample" else pa.array(v)) for c, v in cols.items()})
         with atomic_open(out/fname, "wb") as f: pq.write_table(table, f, row_group_size=row_group_size)
         man["shards"].append({"file": fname, "rows": len(samples), "samples": samples, "sha256": _sha256(out/fname)})
@@ -219,31 +233,39 @@ class TeacherShards:
             for r, i in enumerate(s["samples"]): self.loc[i] = (si, r)
         self.k, self.T, self.full, self._cache, self._n = m["k"], m["seq_len"], m["full_logits"], OrderedDict(), cache_groups
     def __len__(self): return len(self.loc)
-    def _group(self, si:int, g:int):
-        key = (si, g)
-        if key not in self._cache:
-            import pyarrow.parquet as pq
-            t = pq.ParquetFile(self.dir/self.manifest["shards"][si]["file"]).read_row_group(g)
-            n = t.num_rows  # every column but `sample` holds fixed-length lists: flatten once, view as (rows, length)
-            self._cache[key] = {c: t.column(c).combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(n, -1)
-                                for c in t.column_names if c != "sample"}
-            if len(self._cache) > self._n: self._cache.popitem(last=False)
-        self._cache.move_to_end(key)
-        return self._cache[key]
-    def __getitem__(self, i:int) -> dict:
-        si, r = self.loc[int(i)]
-        rg = self.manifest["row_group_size"]
-        d = self._group(si, r // rg); j = r % rg
-        ids = torch.from_numpy(d["input_ids"][j].astype(np.int64))
-        am = torch.from_numpy(d["attention_mask"][j].astype(np.int64))
-        item = {"input_ids": ids, "attention_mask": am, "labels": ids.masked_fill(am == 0, -100)}
-        if self.full: item["teacher_logits"] = torch.from_numpy(d["logits"][j].astype(np.float32)).view(self.T, -1)
-        else:
-            item["teacher_values"] = torch.from_numpy(d["topk_values"][j].astype(np.float32)).view(self.T, self.k)
-            item["teacher_indices"] = torch.from_numpy(d["topk_indices"][j].astype(np.int64)).view(self.T, self.k)
-            item["teacher_logz"] = torch.from_numpy(d["logz"][j].astype(np.float32))
-            item["teacher_temperature"] = torch.tensor(float(self.manifest["temperature"]))
-        return item
+
+# %% ../../nbs/nexus/21_distill.ipynb #6ac9206d
+@patch
+def _group(self:TeacherShards, si:int, g:int):
+    "Row group `g` of shard `si`, decoded to (rows, length) arrays per column."
+    key = (si, g)
+    if key not in self._cache:
+        import pyarrow.parquet as pq
+        t = pq.ParquetFile(self.dir/self.manifest["shards"][si]["file"]).read_row_group(g)
+        n = t.num_rows  # every column but `sample` holds fixed-length lists: flatten once, view as (rows, length)
+        self._cache[key] = {c: t.column(c).combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(n, -1)
+                            for c in t.column_names if c != "sample"}
+        if len(self._cache) > self._n: self._cache.popitem(last=False)
+    self._cache.move_to_end(key)
+    return self._cache[key]
+
+# %% ../../nbs/nexus/21_distill.ipynb #460c6fdd
+@patch
+def __getitem__(self:TeacherShards, i:int) -> dict:
+    "Sample `i`: input ids, mask and labels (T,), and the teacher's top-k values and indices (T, k) with logz (T,), or full logits (T, V)."
+    si, r = self.loc[int(i)]
+    rg = self.manifest["row_group_size"]
+    d = self._group(si, r // rg); j = r % rg
+    ids = torch.from_numpy(d["input_ids"][j].astype(np.int64))
+    am = torch.from_numpy(d["attention_mask"][j].astype(np.int64))
+    item = {"input_ids": ids, "attention_mask": am, "labels": ids.masked_fill(am == 0, -100)}
+    if self.full: item["teacher_logits"] = torch.from_numpy(d["logits"][j].astype(np.float32)).view(self.T, -1)
+    else:
+        item["teacher_values"] = torch.from_numpy(d["topk_values"][j].astype(np.float32)).view(self.T, self.k)
+        item["teacher_indices"] = torch.from_numpy(d["topk_indices"][j].astype(np.int64)).view(self.T, self.k)
+        item["teacher_logz"] = torch.from_numpy(d["logz"][j].astype(np.float32))
+        item["teacher_temperature"] = torch.tensor(float(self.manifest["temperature"]))
+    return item
 
 # %% ../../nbs/nexus/21_distill.ipynb #fcb39726
 class SFA(Hook):

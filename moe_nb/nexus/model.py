@@ -263,6 +263,32 @@ def nexus_config(config, scale:float=0.2, learnable_scale:bool=False, intermedia
     cfg._attn_implementation, cfg._experts_implementation = config._attn_implementation, config._experts_implementation
     return cfg
 
+# %% ../../nbs/nexus/20_model.ipynb #38ec4dde
+def _expert_choice(model, init:str, stats:RouterStats|None, choice:dict|None, k:int|None) -> dict|None:
+    "Check `init` and its inputs against `model`; the `choose_experts` result for pca_topK (made from `stats` if not given)."
+    moe_routers(model)
+    if getattr(model.config, "model_type", None) == "gpt_oss_nexus": raise ValueError("the model already has shared experts")
+    if init not in INITS: raise ValueError(f"init={init!r}: unknown initialisation; expected one of {INITS}")
+    if init in ("top1", "top1_average") and stats is None: raise ValueError(f"init={init!r} needs router statistics (stats=)")
+    if init != "pca_topK": return choice
+    E = model.config.num_local_experts
+    if k is not None and k > E: raise ValueError(f"k={k} is larger than the number of experts ({E})")
+    if choice is None:
+        if stats is None: raise ValueError("init='pca_topK' needs router statistics (stats=) or a saved expert choice (choice=)")
+        choice = choose_experts(stats, k)
+    if len(choice["layers"]) != model.config.num_hidden_layers:
+        raise ValueError(f"the expert choice has {len(choice['layers'])} layers; the model has {model.config.num_hidden_layers}")
+    return choice
+
+# %% ../../nbs/nexus/20_model.ipynb #558a21ec
+def _nexus_shell(src, cfg:GptOssNexusConfig) -> GptOssNexusForCausalLM:
+    "A `GptOssNexusForCausalLM` holding `src`'s modules; its MoE layers are still the source's."
+    with torch.device("meta"): new = GptOssNexusForCausalLM(cfg)  # a shell: every module is replaced by the source's below
+    new.model.embed_tokens, new.model.norm, new.model.rotary_emb, new.lm_head = src.model.embed_tokens, src.model.norm, src.model.rotary_emb, src.lm_head
+    new.model.layers = src.model.layers
+    new.generation_config, new.name_or_path = src.generation_config, src.name_or_path
+    return new
+
 # %% ../../nbs/nexus/20_model.ipynb #a533775a
 def add_shared_experts(model, init:str="pca_topK", # one of `INITS`
                        stats:RouterStats|None=None, # router statistics (all inits but random)
@@ -272,27 +298,11 @@ def add_shared_experts(model, init:str="pca_topK", # one of `INITS`
                        intermediate_size:int=0, # 0: the routed experts'
                        std:float|None=None, seed:int=0, inplace:bool=False) -> GptOssNexusForCausalLM:
     "A GPT-OSS causal LM with an always-on shared expert in every MoE layer."
-    moe_routers(model)
-    if getattr(model.config, "model_type", None) == "gpt_oss_nexus": raise ValueError("the model already has shared experts")
-    if init not in INITS: raise ValueError(f"init={init!r}: unknown initialisation; expected one of {INITS}")
-    E = model.config.num_local_experts
-    if init == "pca_topK":
-        if k is not None and k > E: raise ValueError(f"k={k} is larger than the number of experts ({E})")
-        if choice is None:
-            if stats is None: raise ValueError("init='pca_topK' needs router statistics (stats=) or a saved expert choice (choice=)")
-            choice = choose_experts(stats, k)
-        if len(choice["layers"]) != model.config.num_hidden_layers:
-            raise ValueError(f"the expert choice has {len(choice['layers'])} layers; the model has {model.config.num_hidden_layers}")
-    elif init in ("top1", "top1_average") and stats is None: raise ValueError(f"init={init!r} needs router statistics (stats=)")
+    choice = _expert_choice(model, init, stats, choice, k)
     cfg = nexus_config(model.config, scale, learnable_scale, intermediate_size, init)
     src = model if inplace else copy.deepcopy(model)
-    with torch.device("meta"): new = GptOssNexusForCausalLM(cfg)  # a shell: every module is replaced by the source's below
-    new.model.embed_tokens, new.model.norm, new.model.rotary_emb, new.lm_head = src.model.embed_tokens, src.model.norm, src.model.rotary_emb, src.lm_head
-    new.model.layers = src.model.layers
-    new.generation_config, new.name_or_path = src.generation_config, src.name_or_path
-    p0 = next(src.parameters())
-    g = torch.Generator().manual_seed(seed)
-    std = cfg.initializer_range if std is None else std
+    new, p0 = _nexus_shell(src, cfg), next(src.parameters())
+    g, std = torch.Generator().manual_seed(seed), cfg.initializer_range if std is None else std
     for i, layer in enumerate(new.model.layers):
         mlp = GptOssNexusMLP(cfg, layer.mlp.router, layer.mlp.experts)
         sh = mlp.shared_expert
