@@ -14,6 +14,7 @@ from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type
 import numpy as np
 import torch
 import yaml
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['MODEL_LOADERS', 'get_device', 'get_dtype', 'precision_name', 'seed_everything', 'ConfigError', 'check_value',
@@ -78,6 +79,7 @@ def _tname(tp) -> str:
     if get_origin(tp) in (Union, types.UnionType): return " or ".join(_tname(a) for a in get_args(tp))
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
+# %% ../nbs/00_core.ipynb #07d65e39
 def check_value(name:str, # the parameter's name, for the error message
                 value:Any, # the value to check
                 tp:Any, # its annotation
@@ -145,30 +147,33 @@ class Config:
                 raise ConfigError(f"{where}: unknown parameter {k!r} for {cls.__name__}{hint} Known: {', '.join(fields)}")
         return cls(**{k: check_value(k, v, fields[k], where) for k, v in d.items()})
 
-    @classmethod
-    def from_yaml(cls, path:str|Path|None=None, **overrides):
-        "Defaults, updated by the YAML file at `path` (if any), updated by `overrides`."
-        d = {}
-        if path is not None:
-            path = Path(path)
-            try: d = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML: {e}") from None
-            d = dict(cls.from_dict(d, where=str(path)).to_dict())
-        return cls.from_dict({**d, **overrides}, where="parameters" if not path else f"{path} + parameters")
+# %% ../nbs/00_core.ipynb #6826846c
+@patch(cls_method=True)
+def from_yaml(cls:Config, path:str|Path|None=None, **overrides):
+    "Defaults, updated by the YAML file at `path` (if any), updated by `overrides`."
+    d = {}
+    if path is not None:
+        path = Path(path)
+        try: d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        d = dict(cls.from_dict(d, where=str(path)).to_dict())
+    return cls.from_dict({**d, **overrides}, where="parameters" if not path else f"{path} + parameters")
 
-    def replace(self, **overrides):
-        "A copy with `overrides` applied and validated."
-        return type(self).from_dict({**self.to_dict(), **overrides})
+@patch
+def replace(self:Config, **overrides):
+    "A copy with `overrides` applied and validated."
+    return type(self).from_dict({**self.to_dict(), **overrides})
 
-    def to_dict(self) -> dict:
-        "Plain dict (nested configs become dicts, paths strings, tuples lists): safe for YAML and JSON."
-        def plain(v):
-            if isinstance(v, Config): return v.to_dict()
-            if isinstance(v, Path): return str(v)
-            if isinstance(v, (list, tuple)): return [plain(o) for o in v]
-            if isinstance(v, dict): return {k: plain(o) for k, o in v.items()}
-            return v
-        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+@patch
+def to_dict(self:Config) -> dict:
+    "Plain dict (nested configs become dicts, paths strings, tuples lists): safe for YAML and JSON."
+    def plain(v):
+        if isinstance(v, Config): return v.to_dict()
+        if isinstance(v, Path): return str(v)
+        if isinstance(v, (list, tuple)): return [plain(o) for o in v]
+        if isinstance(v, dict): return {k: plain(o) for k, o in v.items()}
+        return v
+    return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 # %% ../nbs/00_core.ipynb #114fd72a
 def resolve_callable(spec:str, # "module:attribute", e.g. "my_pkg.trash:HalfTrash"

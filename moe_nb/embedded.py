@@ -131,6 +131,8 @@ def _src_pydoc(rng):
     return f"In the Python standard library, what does `{name}` do?", doc, other
 
 SOURCES = {"arith": _src_arith, "word_problems": _src_word, "sorting": _src_sort, "spelling": _src_spell, "pydoc": _src_pydoc}
+
+# %% ../nbs/02_embedded.ipynb #30e74fae
 CORRUPTIONS = ("wrong", "shuffled", "truncated", "boilerplate")
 _BOILER = ["I'm sorry, but I can't help with that request.", "As an AI language model, I do not have an answer to that.",
            "Here is the answer to your question. Let me know if you need anything else!"]

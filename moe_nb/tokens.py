@@ -60,6 +60,23 @@ def tokenizer_fingerprint(tok) -> str:
 def _tok_info(tok) -> dict:
     return {"name": str(tok.name_or_path), "vocab_size": len(tok), "eos_id": tok.eos_token_id, "fingerprint": tokenizer_fingerprint(tok)}
 
+def _shard_manifest(out:Path, man:dict) -> tuple[dict, bool]:
+    "The manifest to continue: `man` (new), the unfinished one found, or the complete one found and verified (then True)."
+    mpath = out/"manifest.json"
+    if not mpath.exists(): out.mkdir(parents=True, exist_ok=True); save_json(man, mpath); return man, False
+    old = load_json(mpath)
+    for k in ("format", "source", "tokenizer", "dtype", "shard_tokens"):
+        if old.get(k) != man[k]:
+            raise DataError(f"{mpath}: an existing shard directory with {k}={old.get(k)!r}, not {man[k]!r}; "
+                            f"remove it or write to another directory")
+    if not old["complete"]: return old, False
+    try: return verify_shards(out), True
+    except DataError as e:  # a shard changed or went missing since: tokenise again rather than train on it
+        warnings.warn(f"{e}; tokenising {out} again")
+        for sh in old["shards"]: (out/sh["file"]).unlink(missing_ok=True)
+        save_json(man, mpath); return man, False
+
+# %% ../nbs/03_tokens.ipynb #ed7cdb0f
 def write_token_shards(docs:Iterable[str], tok, out_dir:str|Path, # the documents; a tokenizer; the shard directory
                        source:str="", # recorded in the manifest
                        shard_tokens:int=100_000_000, # a shard closes at the first document end after this many tokens
@@ -70,21 +87,8 @@ def write_token_shards(docs:Iterable[str], tok, out_dir:str|Path, # the document
     out = Path(out_dir); mpath = out/"manifest.json"
     man = {"format": MANIFEST_FORMAT, "source": source, "tokenizer": _tok_info(tok), "dtype": "uint32",
            "shard_tokens": shard_tokens, "shards": [], "complete": False}
-    if mpath.exists():
-        old = load_json(mpath)
-        for k in ("format", "source", "tokenizer", "dtype", "shard_tokens"):
-            if old.get(k) != man[k]:
-                raise DataError(f"{mpath}: an existing shard directory with {k}={old.get(k)!r}, not {man[k]!r}; "
-                                f"remove it or write to another directory")
-        if old["complete"]:
-            try: return verify_shards(out)
-            except DataError as e:  # a shard changed or went missing since: tokenise again rather than train on it
-                warnings.warn(f"{e}; tokenising {out} again")
-                for s in old["shards"]: (out/s["file"]).unlink(missing_ok=True)
-                save_json(man, mpath)
-        else: man = old
-    else:
-        out.mkdir(parents=True, exist_ok=True); save_json(man, mpath)
+    man, finished = _shard_manifest(out, man)
+    if finished: return man
     done_docs = sum(s["docs"] for s in man["shards"])
     eos, buf, n_buf, nd = np.array([tok.eos_token_id], np.uint32), [], 0, 0
 

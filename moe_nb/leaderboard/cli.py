@@ -49,26 +49,32 @@ def register(sub) -> None:
     lb.set_defaults(command=run_command)
 
 # %% ../../nbs/leaderboard/54_cli.ipynb #2772a71a
+def _submit(store, args) -> int:
+    from moe_nb.leaderboard.store import SubmissionError, RATE_LIMIT, RATE_DAYS
+    try: rid = store.submit(args.model, args.user, args.revision, args.precision, args.model_type,
+                            rate_limit=RATE_LIMIT if args.rate_limit is None else args.rate_limit,
+                            rate_days=RATE_DAYS if args.rate_days is None else args.rate_days, exempt=args.exempt)
+    except SubmissionError as e: print(f"moe-nb leaderboard: refused: {e}", file=sys.stderr); return 2
+    print(rid); return 0
+
+def _work(store, args) -> int:
+    from moe_nb.leaderboard.worker import Worker
+    limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
+    try: w = Worker(store, args.tasks, limit, args.device, args.batch_size, args.max_length, args.lease_s, args.max_attempts, args.download)
+    except ValueError as e: print(f"moe-nb leaderboard: error: {e}", file=sys.stderr); return 2
+    done = w.run(once=args.once, poll_s=args.poll_s, exit_when_empty=args.exit_when_empty)
+    for r in done: print(f"request {r.id} {r.model}: {r.status}" + (f" ({r.error})" if r.error else ""))
+    if not done: print("no pending request")
+    return 1 if any(r.status == "FAILED" for r in done) else 0
+
+# %% ../../nbs/leaderboard/54_cli.ipynb #cc4dec2d
 def run_command(args) -> int:
     "Carry out a parsed `moe-nb leaderboard` command; its exit status."
-    from moe_nb.leaderboard.store import Store, SubmissionError, RATE_LIMIT, RATE_DAYS
+    from moe_nb.leaderboard.store import Store
     try: store = Store(args.store)
     except (ValueError, OSError) as e: print(f"moe-nb leaderboard: error: --store: {e}", file=sys.stderr); return 2
-    if args.lb_cmd == "submit":
-        try: rid = store.submit(args.model, args.user, args.revision, args.precision, args.model_type,
-                                rate_limit=RATE_LIMIT if args.rate_limit is None else args.rate_limit,
-                                rate_days=RATE_DAYS if args.rate_days is None else args.rate_days, exempt=args.exempt)
-        except SubmissionError as e: print(f"moe-nb leaderboard: refused: {e}", file=sys.stderr); return 2
-        print(rid); return 0
-    if args.lb_cmd == "worker":
-        from moe_nb.leaderboard.worker import Worker
-        limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
-        try: w = Worker(store, args.tasks, limit, args.device, args.batch_size, args.max_length, args.lease_s, args.max_attempts, args.download)
-        except ValueError as e: print(f"moe-nb leaderboard: error: {e}", file=sys.stderr); return 2
-        done = w.run(once=args.once, poll_s=args.poll_s, exit_when_empty=args.exit_when_empty)
-        for r in done: print(f"request {r.id} {r.model}: {r.status}" + (f" ({r.error})" if r.error else ""))
-        if not done: print("no pending request")
-        return 1 if any(r.status == "FAILED" for r in done) else 0
+    if args.lb_cmd == "submit": return _submit(store, args)
+    if args.lb_cmd == "worker": return _work(store, args)
     if args.lb_cmd == "serve":
         from moe_nb.leaderboard.app import serve
         print(f"serving the leaderboard of {store.root} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)

@@ -273,6 +273,7 @@ REAL_YAML = {  # lm-eval task: (dataset path, config, split, the task's own fiel
         'doc_to_choice: "{{[sub_answer[0], org_answer[0]]}}"', "doc_to_target: 0", *_REAL_MC]),
 }
 
+# %% ../../nbs/leaderboard/51_tasks.ipynb #462e0935
 _REAL_SHIM = '''"Document processing of the leaderboard's real tasks (written by moe_nb.leaderboard.tasks)."
 from moe_nb.leaderboard.tasks import popqa_docs, faithdial_docs, rouge_l  # noqa: F401
 '''

@@ -12,13 +12,12 @@ from typing import ClassVar, Literal
 from ..runs import PipelineParams
 
 # %% auto #0
-__all__ = ['NexusParams', 'NexusValidateParams']
+__all__ = ['NexusModelParams', 'NexusParams', 'NexusValidateParams']
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #8ab6bb17
 @dataclass(kw_only=True)
-class NexusParams(PipelineParams):
-    "Parameters of the nexus pipeline."
-    PIPELINE: ClassVar[str] = "nexus"
+class NexusModelParams(PipelineParams):
+    "The model, data and shared-expert half of `NexusParams`."
     seed: int
     device: str
     teacher_device: str|None                       # online mode: where the teacher runs, e.g. "cuda:1" (None: with the student)
@@ -39,6 +38,12 @@ class NexusParams(PipelineParams):
     scale: float                                   # routed + scale * shared (NEXUS: 0.2)
     learnable_scale: bool
     train_router: bool
+
+# %% ../../nbs/nexus/22_pipelines.ipynb #de6d8103
+@dataclass(kw_only=True)
+class NexusParams(NexusModelParams):
+    "Parameters of the nexus pipeline."
+    PIPELINE: ClassVar[str] = "nexus"
     mode: Literal['online', 'offline']             # online: teacher in memory; offline: precompute its top-k logits into shards first
     topk: int                                      # offline: teacher logits kept per position
     temperature: float

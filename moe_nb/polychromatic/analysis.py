@@ -20,14 +20,9 @@ __all__ = ['COLORS', 'routing_stats', 'plot_neurotransmitter_map', 'plot_routing
 def _entropy(p:torch.Tensor) -> torch.Tensor: return -(p * p.clamp_min(1e-12).log()).sum(-1)
 
 @torch.no_grad()
-def routing_stats(model:PolychromaticLM, blocks:dict, # domain -> list/sequence of blocks (dicts with input_ids[, doc_ids])
-                  batch_size:int=8, max_blocks:int|None=None) -> dict:
-    "Per-layer static and dynamic activation shares and entropies, overall and per domain."
-    layers = [m for m in model.modules() if isinstance(m, PolyGLU)]
-    if not layers: raise ValueError(f"{type(model).__name__} has no PolyGLU layer (a VanillaLM has no routing)")
-    was = model.training; model.eval(); dev = next(model.parameters()).device
-    acc = {}
-    cur = {"dom": None, "doc": None}
+def _gate_sums(model:PolychromaticLM, layers:list, blocks:dict, batch_size:int, max_blocks:int|None) -> dict:
+    "(domain, layer) -> [sum of gates (K,), sum of gate entropies, count of (row, position, neuron)], noise-free."
+    acc, cur, dev = {}, {"dom": None, "doc": None}, next(model.parameters()).device
     def hook(i):
         def f(mod, args, kw, out):
             g = mod.gates(args[0], cur["doc"]).float()                      # (B, T or 1, F, K)
@@ -36,6 +31,7 @@ def routing_stats(model:PolychromaticLM, blocks:dict, # domain -> list/sequence 
             a[0] += g.sum((0, 1, 2)); a[1] += _entropy(g).sum(); a[2] += g.shape[0] * g.shape[1] * g.shape[2]
         return f
     hs = [l.register_forward_hook(hook(i), with_kwargs=True) for i, l in enumerate(layers)]
+    was = model.training; model.eval()
     try:
         for dom, bl in blocks.items():
             n = len(bl) if max_blocks is None else min(max_blocks, len(bl))
@@ -48,6 +44,15 @@ def routing_stats(model:PolychromaticLM, blocks:dict, # domain -> list/sequence 
     finally:
         for h in hs: h.remove()
         model.train(was)
+    return acc
+
+# %% ../../nbs/polychromatic/33_analysis.ipynb #a9ac5998
+def routing_stats(model:PolychromaticLM, blocks:dict, # domain -> list/sequence of blocks (dicts with input_ids[, doc_ids])
+                  batch_size:int=8, max_blocks:int|None=None) -> dict:
+    "Per-layer static and dynamic activation shares and entropies, overall and per domain."
+    layers = [m for m in model.modules() if isinstance(m, PolyGLU)]
+    if not layers: raise ValueError(f"{type(model).__name__} has no PolyGLU layer (a VanillaLM has no routing)")
+    acc = _gate_sums(model, layers, blocks, batch_size, max_blocks)
     out = {"activations": list(ACTIVATIONS), "ln_k": math.log(len(ACTIVATIONS)), "domains": list(blocks), "layers": []}
     for i, l in enumerate(layers):
         sp = l.static_preference()
