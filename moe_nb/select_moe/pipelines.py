@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from ..runs import PipelineParams
+from pathlib import Path
+from ..runs import PipelineParams, find_run
 
 # %% auto #0
 __all__ = ['SelectMoeEvalParams', 'SelectMoeExperimentParams', 'SelectMoeFinetuneParams', 'SelectMoeResultsParams',
@@ -128,6 +129,20 @@ class SelectMoeSelectionParams(PipelineParams):
     n_init: int
     workers: int                                   # processes for the k search
     noise: str                                     # HDBSCAN noise: one more cluster, or "skip"
+    def __post_init__(self):
+        super().__post_init__()
+        self.selection()  # the selection settings are checked before a run directory exists
+
+    def selection(self):
+        "The `SelectionConfig` these parameters describe."
+        from moe_nb.select_moe.selection import SelectionConfig
+        d = {k: v for k, v in self.to_dict().items() if k in SelectionConfig.fields()}
+        return SelectionConfig.from_dict({**d, "k_range": (self.k_min, self.k_max)}, where=f"{self.PIPELINE} parameters")
+
+    def router_data_dir(self, run) -> Path:
+        "The router-data directory `router_data` names: a directory, or the one of a select_moe_router_data run (the newest for latest)."
+        if (Path(self.router_data)/"manifest.json").exists(): return Path(self.router_data)
+        return find_run(self.router_data, "select_moe_router_data", "router_data/manifest.json", near=run)/"router_data"
 
 # %% ../../nbs/select_moe/19_pipelines.ipynb #9ed0bcbe
 @dataclass(kw_only=True)

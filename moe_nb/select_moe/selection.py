@@ -12,13 +12,14 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..core import save_json, save_jsonl, load_json
+from dataclasses import dataclass
+from ..core import Config, ConfigError, save_json, save_jsonl, load_json
 from .clustering import kmeans, search_k, hdbscan
 from .router_data import load_router_data
 
 # %% auto #0
 __all__ = ['QUALITY_KEYS', 'METHODS', 'n_to_select', 'round_robin_select', 'quality_select', 'random_select', 'routing_features',
-           'cluster_features', 'select_from_router_data', 'select_batch']
+           'cluster_features', 'SelectionConfig', 'select_from_router_data', 'select_batch']
 
 # %% ../../nbs/select_moe/16_selection.ipynb #ef69930e
 def n_to_select(n:int, selection_percentage:float) -> int:
@@ -97,50 +98,77 @@ def cluster_features(X:np.ndarray, method:Literal["kmeans", "hdbscan"]="kmeans",
     r = kmeans(X, k, metric=metric, n_init=n_init, seed=seed_k)
     return r.labels.numpy(), info | {"k": int(k), "inertia": r.inertia}
 
-# %% ../../nbs/select_moe/16_selection.ipynb #c8106adc
+# %% ../../nbs/select_moe/16_selection.ipynb #acb6abcb
 METHODS = ("round_robin", "quality", "random")
 
+@dataclass
+class SelectionConfig(Config):
+    "How `select_from_router_data` selects."
+    method: Literal["round_robin", "quality", "random"] = "round_robin"  # whose picks are written to selected_data.jsonl
+    selection_percentage: float = 0.05                                   # share of the samples selected, in (0, 1]
+    quality_key: str = "good_ratio"                                      # one of QUALITY_KEYS
+    normalize: Literal["none", "softmax", "zscore"] = "none"             # of the routing features
+    clustering: Literal["kmeans", "hdbscan"] = "kmeans"
+    k: int = 0                                                           # k-means clusters; 0 searches k_range
+    k_range: tuple[int, int] = (10, 100)
+    k_step: int = 1
+    metric: Literal["cosine", "euclidean"] = "cosine"                    # cosine: spherical k-means
+    choose: Literal["elbow", "silhouette"] = "elbow"                     # how the k search picks k
+    n_init: int = 1
+    seed: int = 0
+    workers: int = 1                                                     # processes for the k search
+    noise: Literal["cluster", "skip"] = "cluster"                        # HDBSCAN noise: one more cluster, or skipped
+    min_cluster_size: int|None = None                                    # HDBSCAN; None: its default
+    min_samples: int|None = None
+    def __post_init__(self):
+        super().__post_init__()
+        if self.quality_key not in QUALITY_KEYS: raise ConfigError(f"quality_key={self.quality_key!r}: expected one of {QUALITY_KEYS}")
+        if not 0 < self.selection_percentage <= 1:
+            raise ConfigError(f"selection_percentage={self.selection_percentage}: expected a share in (0, 1]")
+        if self.k < 0 or not 1 <= self.k_range[0] <= self.k_range[1] or self.k_step < 1:
+            raise ConfigError(f"k={self.k}, k_range={self.k_range}, k_step={self.k_step}: expected k >= 0, 1 <= k_min <= k_max, k_step >= 1")
+
+# %% ../../nbs/select_moe/16_selection.ipynb #c8106adc
 def _hist(q, edges): return np.histogram(q, bins=edges)[0].tolist()
 
-def select_from_router_data(router_data:str|Path, out_dir:str|Path, method:str="round_robin",
-                            selection_percentage:float=0.05, quality_key:str="good_ratio", normalize:str="none",
-                            clustering:str="kmeans", k:int=0, k_range=(10, 100), k_step:int=1, metric:str="cosine",
-                            choose:str="elbow", n_init:int=1, seed:int=0, workers:int=1, noise:str="cluster",
-                            min_cluster_size:int|None=None, min_samples:int|None=None) -> dict:
+def select_from_router_data(router_data:str|Path, out_dir:str|Path,
+                            cfg:SelectionConfig|None=None, # None: the defaults
+                            **overrides) -> dict: # fields of `SelectionConfig`, applied over `cfg`
     "Select from one router-data directory; write the selections and the report into `out_dir`."
-    if method not in METHODS: raise ValueError(f"method={method!r}: expected one of {METHODS}")
+    c = (cfg or SelectionConfig()).replace(**overrides) if overrides else (cfg or SelectionConfig())
     data = load_router_data(router_data)
-    X, q, recs = routing_features(data, normalize, quality_key)
-    n = n_to_select(len(recs), selection_percentage)
-    labels, info = cluster_features(X, clustering, k, k_range, k_step, metric, choose, n_init, seed, workers, min_cluster_size, min_samples)
-    picks = {"round_robin": round_robin_select(labels, q, n, noise), "quality": quality_select(q, n),
-             "random": random_select(len(recs), n, seed)}
+    X, q, recs = routing_features(data, c.normalize, c.quality_key)
+    n = n_to_select(len(recs), c.selection_percentage)
+    labels, info = cluster_features(X, c.clustering, c.k, c.k_range, c.k_step, c.metric, c.choose, c.n_init, c.seed, c.workers,
+                                    c.min_cluster_size, c.min_samples)
+    picks = {"round_robin": round_robin_select(labels, q, n, c.noise), "quality": quality_select(q, n),
+             "random": random_select(len(recs), n, c.seed)}
     out = Path(out_dir)
     for m, idx in picks.items():
         rows = [{"id": recs[i]["id"], "dataset": recs[i]["dataset"], "messages": recs[i]["messages"],
                  "quality": float(q[i]), "cluster": int(labels[i])} for i in idx]
         save_jsonl(rows, out/"selected"/f"{m}.jsonl")
-        if m == method: save_jsonl(rows, out/"selected_data.jsonl")
+        if m == c.method: save_jsonl(rows, out/"selected_data.jsonl")
     edges = np.linspace(q.min(), q.max() + 1e-12, 31)
     uniq, sizes = np.unique(labels, return_counts=True)
-    report = {"router_data": str(router_data), "n_samples": len(recs), "n_selected": n, "method": method,
-              "selection_percentage": selection_percentage, "quality_key": quality_key, "normalize": normalize,
-              "clustering": info, "clusters": {int(c): int(s) for c, s in zip(uniq, sizes)},
-              "picks_per_cluster": {m: {int(c): int((labels[idx] == c).sum()) for c in uniq} for m, idx in picks.items()},
+    report = {"router_data": str(router_data), "n_samples": len(recs), "n_selected": n, "method": c.method,
+              "selection_percentage": c.selection_percentage, "quality_key": c.quality_key, "normalize": c.normalize,
+              "config": c.to_dict(), "clustering": info, "clusters": {int(k_): int(s) for k_, s in zip(uniq, sizes)},
+              "picks_per_cluster": {m: {int(k_): int((labels[idx] == k_).sum()) for k_ in uniq} for m, idx in picks.items()},
               "quality_hist": {"edges": edges.tolist(), "all": _hist(q, edges), **{m: _hist(q[idx], edges) for m, idx in picks.items()}},
               "selected_ids": {m: [recs[i]["id"] for i in idx] for m, idx in picks.items()}}
     save_json(report, out/"selection_report.json")
     return report
 
 # %% ../../nbs/select_moe/16_selection.ipynb #4114a3e8
-def select_batch(root:str|Path, out_root:str|Path, **params) -> list[dict]:
+def select_batch(root:str|Path, out_root:str|Path, cfg:SelectionConfig|None=None, **overrides) -> list[dict]:
     "Run the same selection over every router-data directory under `root`; one output directory each, plus a summary."
     dirs = sorted(p.parent for p in Path(root).rglob("manifest.json") if load_json(p).get("format") == "moe_nb.router_data")
     if not dirs: raise FileNotFoundError(f"{root}: no router-data directories (manifest.json) under it")
     rows = []
     for d in dirs:
         rel = d.relative_to(root)
-        rep = select_from_router_data(d, Path(out_root)/rel, **params)
+        rep = select_from_router_data(d, Path(out_root)/rel, cfg, **overrides)
         rows.append({"router_data": str(rel), "n_samples": rep["n_samples"], "n_selected": rep["n_selected"],
                      "k": rep["clustering"]["k"], "out": str(Path(out_root)/rel)})
     save_jsonl(rows, Path(out_root)/"summary.jsonl")
