@@ -10,7 +10,7 @@ import importlib.util, json, math, os, random, re, shutil, tempfile, time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterable, Literal
 import numpy as np
 import torch
 from torch import nn
@@ -22,8 +22,8 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['TRACKERS', 'TrainConfig', 'lr_factor', 'count_params', 'set_trainable', 'param_groups', 'add_lora', 'model_loss',
-           'IndexStream', 'default_collate', 'latest_checkpoint', 'NonFiniteLossError', 'Trainer', 'save_checkpoint',
-           'load_checkpoint', 'evaluate', 'LogWindow', 'read_tracker_log']
+           'IndexStream', 'default_collate', 'batches', 'loss_sums', 'latest_checkpoint', 'NonFiniteLossError',
+           'Trainer', 'save_checkpoint', 'load_checkpoint', 'evaluate', 'LogWindow', 'read_tracker_log']
 
 # %% ../nbs/05_engine.ipynb #141def16
 TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}  # tracker -> the package it needs
@@ -55,7 +55,7 @@ class TrainConfig(Config):
     progress: bool = True
     cpu: bool = False               # force the CPU even when a GPU is present
 
-# %% ../nbs/05_engine.ipynb #d04d1220
+# %% ../nbs/05_engine.ipynb #6b11a370
 @patch
 def __post_init__(self:TrainConfig):
     Config.__post_init__(self)
@@ -163,6 +163,32 @@ def default_collate(items:list) -> dict:
     if isinstance(items[0], torch.Tensor): x = torch.stack(items); return {"input_ids": x, "labels": x}
     if isinstance(items[0], dict): return {k: torch.stack([torch.as_tensor(i[k]) for i in items]) for k in items[0]}
     raise TypeError(f"cannot collate items of type {type(items[0]).__name__}; pass collate_fn")
+
+# %% ../nbs/05_engine.ipynb #2330de76
+def batches(data, batch_size:int, collate_fn:Callable|None=None, device=None, start:int=0, step:int|None=None):
+    "Collated batches of `data[i]`, moved to `device`: `batch_size` items from `start`, then from every `step` (default `batch_size`) items."
+    collate = collate_fn or default_collate
+    for a in range(start, len(data), step or batch_size):
+        b = collate([data[i] for i in range(a, min(a + batch_size, len(data)))])
+        yield {k: (v.to(device) if isinstance(v, torch.Tensor) and device is not None else v) for k, v in b.items()}
+
+@torch.no_grad()
+def loss_sums(model:nn.Module, batch_iter:Iterable[dict], loss_fn:Callable=model_loss,
+              weight:Literal["samples", "tokens"]="samples", # each batch's mean terms count by its samples, or by its target tokens
+              autocast:Callable=nullcontext) -> tuple[dict, float]:
+    "Summed, weighted loss terms over the batches of `batch_iter` (in eval mode) and the total weight: divide for the mean."
+    if weight not in ("samples", "tokens"): raise ValueError(f"weight={weight!r}: expected 'samples' or 'tokens'")
+    was, sums, n = model.training, {}, 0.0
+    model.eval()
+    try:
+        for b in batch_iter:
+            with autocast(): out = loss_fn(model, b)
+            out = out if isinstance(out, dict) else {"loss": out}
+            w = float(len(b["input_ids"])) if weight == "samples" else float((b["labels"][:, 1:] != -100).sum())
+            for k, v in out.items(): sums[k] = sums.get(k, 0.0) + float(v) * w
+            n += w
+    finally: model.train(was)
+    return sums, n
 
 # %% ../nbs/05_engine.ipynb #7f30bac0
 def _rng_state() -> dict:
@@ -312,16 +338,10 @@ def evaluate(self:Trainer) -> dict:
     "Run `eval_fn`, or the mean loss over `eval_data`."
     if self.eval_fn is not None: return self.eval_fn(self)
     if self.eval_data is None: return {}
-    self.model.eval()
     W, r, b = self.acc.num_processes, self.acc.process_index, self.cfg.batch_size
-    tot = torch.zeros(2, device=self.acc.device)
-    for s in range(r * b, len(self.eval_data), W * b):
-        batch = self._to_device(self.collate_fn([self.eval_data[i] for i in range(s, min(s + b, len(self.eval_data)))]))
-        with self.acc.autocast(): out = self.loss_fn(self.model, batch)
-        loss = out["loss"] if isinstance(out, dict) else out
-        tot += torch.stack([loss.detach().float() * len(batch["input_ids"]), torch.tensor(float(len(batch["input_ids"])), device=tot.device)])
-    tot = self.acc.reduce(tot, "sum")
-    self.model.train()
+    shard = batches(self.eval_data, b, self.collate_fn, self.acc.device, start=r * b, step=W * b)
+    sums, n = loss_sums(self.model, shard, self.loss_fn, autocast=self.acc.autocast)
+    tot = self.acc.reduce(torch.tensor([sums.get("loss", 0.0), n], device=self.acc.device), "sum")
     el = (tot[0] / tot[1]).item()
     return {"eval_loss": el, "eval_ppl": math.exp(min(el, 50))}
 Trainer.evaluate = evaluate
@@ -344,7 +364,7 @@ def _check_update(self:Trainer, params:list, step:int):
     self.log.error(msg)
     raise NonFiniteLossError(msg)
 
-# %% ../nbs/05_engine.ipynb #2f50aa89
+# %% ../nbs/05_engine.ipynb #579895b5
 class LogWindow:
     "Per-value means over the steps of a logging window that reported each value, and the window's tokens per second."
     def __init__(self, tokens:int=0): self.reset(tokens)
@@ -361,7 +381,7 @@ class LogWindow:
         return {"step": step, **{n: v / self.counts[n] for n, v in self.sums.items()}, "tokens": tokens,
                 "tokens_per_s": (tokens - self.tokens) / max(time.time() - self.t, 1e-9)}
 
-# %% ../nbs/05_engine.ipynb #d75751a5
+# %% ../nbs/05_engine.ipynb #d9e23295
 @patch
 def _accumulate(self:Trainer, step:int) -> dict:
     "Forward and backward over the step's `grad_accum` micro-batches; the loss terms averaged over them and over processes."
@@ -378,7 +398,7 @@ def _accumulate(self:Trainer, step:int) -> dict:
     names = sorted(terms)
     return dict(zip(names, acc.reduce(torch.stack([terms[n] for n in names]), "mean").tolist()))
 
-# %% ../nbs/05_engine.ipynb #55d323ae
+# %% ../nbs/05_engine.ipynb #d3af5019
 @patch
 def train_step(self:Trainer, params:list) -> dict:
     "One guarded optimizer step over the trainable `params`; returns the step's log row."
@@ -397,7 +417,7 @@ def train_step(self:Trainer, params:list) -> dict:
     for h in self.hooks: h.on_step_end(self, self.step, logs)
     return logs
 
-# %% ../nbs/05_engine.ipynb #748b0b3a
+# %% ../nbs/05_engine.ipynb #a21cc898
 @patch
 def _begin(self:Trainer, resume):
     "Resume or start clean, start the trackers, and log what is trained where."
@@ -417,7 +437,7 @@ def _write_metrics(self:Trainer, logs:dict):
     append_jsonl(logs, self.metrics_path)
     if self.cfg.tracker != "none": self.acc.log({k: v for k, v in logs.items() if isinstance(v, (int, float))}, step=logs["step"])
 
-# %% ../nbs/05_engine.ipynb #e2afa4d0
+# %% ../nbs/05_engine.ipynb #9004dd70
 @patch
 def fit(self:Trainer, resume:str|Path|bool|None="auto") -> list[dict]:
     "Train to `cfg.steps`; `resume`: 'auto' (newest checkpoint in the run directory, if any), a path, or False."
@@ -445,7 +465,7 @@ def fit(self:Trainer, resume:str|Path|bool|None="auto") -> list[dict]:
     for tr in self.acc.trackers: tr.finish()  # not acc.end_training(): that also ends the process group, which the caller may still use
     return self.history
 
-# %% ../nbs/05_engine.ipynb #badae490
+# %% ../nbs/05_engine.ipynb #a4ef4a65
 def _wandb_rows(run_dir:Path) -> dict:
     "History rows of the newest W&B transaction log (`run-*.wandb`: a LevelDB-style log of protobuf records) under `run_dir`."
     import struct

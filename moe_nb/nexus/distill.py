@@ -18,6 +18,7 @@ from torch import nn
 from ..core import atomic_open, save_json, load_json, save_tensors, load_tensors
 from ..data import causal_lm_loss, load_records, pack_tokens
 from ..embedded import corpus_blocks
+from ..engine import batches, loss_sums
 from ..hooks import Hook
 from .model import chat
 
@@ -121,7 +122,7 @@ def _as_samples(data) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(data, dict): return data["input_ids"], data.get("attention_mask", torch.ones_like(data["input_ids"]))
     raise TypeError(f"teacher data must be an (N, T) tensor or a dict with input_ids (N, T); got {type(data).__name__}")
 
-# %% ../../nbs/nexus/21_distill.ipynb #51f98bdf
+# %% ../../nbs/nexus/21_distill.ipynb #5f5e3eea
 def _open_manifest(mpath:Path, settings:dict, rank:int) -> dict:
     "This rank's manifest, resumed when it exists with the same settings, without shards whose files are gone."
     man = load_json(mpath) if mpath.exists() else {**settings, "rank": rank, "shards": [], "complete": False}
@@ -130,7 +131,7 @@ def _open_manifest(mpath:Path, settings:dict, rank:int) -> dict:
     man["shards"] = [s for s in man["shards"] if (mpath.parent/s["file"]).exists()]
     return man
 
-# %% ../../nbs/nexus/21_distill.ipynb #190091c8
+# %% ../../nbs/nexus/21_distill.ipynb #9b60db8e
 @torch.no_grad()
 def _shard_columns(teacher:nn.Module, ids:torch.Tensor, am:torch.Tensor, samples:list[int], k:int, temperature:float,
                    full_logits:bool, npdt, batch_size:int, bar) -> dict:
@@ -152,7 +153,7 @@ def _shard_columns(teacher:nn.Module, ids:torch.Tensor, am:torch.Tensor, samples
     if not full_logits: del cols["logits"]
     return cols
 
-# %% ../../nbs/nexus/21_distill.ipynb #e1c5d76a
+# %% ../../nbs/nexus/21_distill.ipynb #4bff2398
 @torch.no_grad()
 def precompute_teacher(teacher:nn.Module, data, # (N, T) token blocks, or {"input_ids", "attention_mask"} of (N, T)
                        out_dir:str|Path, k:int=64, full_logits:bool=False, batch_size:int=8,
@@ -234,7 +235,7 @@ class TeacherShards:
         self.k, self.T, self.full, self._cache, self._n = m["k"], m["seq_len"], m["full_logits"], OrderedDict(), cache_groups
     def __len__(self): return len(self.loc)
 
-# %% ../../nbs/nexus/21_distill.ipynb #6ac9206d
+# %% ../../nbs/nexus/21_distill.ipynb #dee1a3d5
 @patch
 def _group(self:TeacherShards, si:int, g:int):
     "Row group `g` of shard `si`, decoded to (rows, length) arrays per column."
@@ -249,7 +250,7 @@ def _group(self:TeacherShards, si:int, g:int):
     self._cache.move_to_end(key)
     return self._cache[key]
 
-# %% ../../nbs/nexus/21_distill.ipynb #460c6fdd
+# %% ../../nbs/nexus/21_distill.ipynb #0e064b69
 @patch
 def __getitem__(self:TeacherShards, i:int) -> dict:
     "Sample `i`: input ids, mask and labels (T,), and the teacher's top-k values and indices (T, k) with logz (T,), or full logits (T, V)."
@@ -293,23 +294,18 @@ class SFA(Hook):
     def load_state_dict(self, d): self.n_applied = d["n_applied"]
 
 # %% ../../nbs/nexus/21_distill.ipynb #985b1504
-@torch.no_grad()
 def distill_eval(student:nn.Module, teacher:nn.Module|None, blocks:torch.Tensor, batch_size:int=8) -> dict:
     "Held-out next-token loss and perplexity of `student`, and its forward KL to `teacher` (temperature 1) if given."
-    was = student.training; student.eval()
     dev = next(student.parameters()).device
-    nll = kl = n = 0.0
-    for s in range(0, len(blocks), batch_size):
-        x = blocks[s:s + batch_size].to(dev)
-        z = student(input_ids=x).logits
-        nll += causal_lm_loss(z, x).item() * len(x)
-        if teacher is not None:
-            td = next(teacher.parameters()).device
-            kl += distill_loss(z, teacher(input_ids=x.to(td)).logits.to(dev)).item() * len(x)
-        n += len(x)
-    student.train(was)
-    out = {"nll": nll / n, "ppl": math.exp(min(nll / n, 50))}
-    if teacher is not None: out["kl"] = kl / n
+    td = next(teacher.parameters()).device if teacher is not None else None
+    def terms(m, b):
+        z = m(input_ids=b["input_ids"]).logits                               # (b, T, V)
+        t = {"nll": causal_lm_loss(z, b["input_ids"])}
+        if teacher is not None: t["kl"] = distill_loss(z, teacher(input_ids=b["input_ids"].to(td)).logits.to(dev))
+        return t
+    sums, n = loss_sums(student, batches(blocks, batch_size, lambda xs: {"input_ids": torch.stack(xs)}, dev), terms)
+    out = {"nll": sums["nll"] / n, "ppl": math.exp(min(sums["nll"] / n, 50))}
+    if teacher is not None: out["kl"] = sums["kl"] / n
     return out
 
 # %% ../../nbs/nexus/21_distill.ipynb #5180d383

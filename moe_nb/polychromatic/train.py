@@ -15,7 +15,7 @@ from torch import nn
 from ..core import Config, ConfigError, save_json
 from ..data import DataError, encode_chat, collate, load_records
 from ..embedded import get_tokenizer, embedded_instructions
-from ..engine import Trainer, TrainConfig
+from ..engine import Trainer, TrainConfig, batches, loss_sums
 from ..jobs import launch
 from ..tokens import SEED_MIX, MixSchedule, MixedTokens, tokenize_sources, open_blocks
 from .polyglu import PolyGLU, TauAnneal
@@ -82,20 +82,13 @@ def pretrain_data(cfg:PretrainConfig, tok, run_dir:str|Path, samples_per_step:in
     return mix, held
 
 # %% ../../nbs/polychromatic/32_train.ipynb #2bb5fe65
-@torch.no_grad()
 def heldout_losses(model:nn.Module, held:dict, batch_size:int=16, device=None) -> dict:
-    "Mean held-out cross-entropy per source (and over all), noise-free routing."
-    was = model.training; model.eval()
+    "Mean held-out cross-entropy per source (and over all, sample-weighted), noise-free routing."
     dev = device or next(model.parameters()).device
-    out, tot, n = {}, 0.0, 0
+    out, tot, n = {}, 0.0, 0.0
     for name, blocks in held.items():
-        s = k = 0
-        for a in range(0, len(blocks), batch_size):
-            items = [blocks[i] for i in range(a, min(a + batch_size, len(blocks)))]
-            batch = {key: torch.stack([it[key] for it in items]).to(dev) for key in items[0]}
-            s += model(**batch).loss.item() * len(items); k += len(items)
-        out[f"eval_loss_{name}"] = s / k; tot += s; n += k
-    model.train(was)
+        sums, k = loss_sums(model, batches(blocks, batch_size, device=dev))
+        out[f"eval_loss_{name}"] = sums["loss"] / k; tot += sums["loss"]; n += k
     return {"eval_loss": tot / n, **out}
 
 # %% ../../nbs/polychromatic/32_train.ipynb #a1920494
@@ -189,16 +182,9 @@ def polysft(cfg:PolySftConfig, run_dir:str|Path, resume:str|bool="auto") -> dict
     return res
 
 # %% ../../nbs/polychromatic/32_train.ipynb #ee4b3542
-@torch.no_grad()
 def sft_eval(model:nn.Module, enc:list[dict], collate_fn, batch_size:int=16) -> float:
     "Mean assistant-token loss over encoded conversations (token-weighted)."
-    was = model.training; model.eval(); dev = next(model.parameters()).device
-    s = n = 0.0
-    for a in range(0, len(enc), batch_size):
-        b = {k: v.to(dev) for k, v in collate_fn(enc[a:a + batch_size]).items()}
-        k = (b["labels"][:, 1:] != -100).sum().item()
-        s += model(**b).loss.item() * k; n += k
-    model.train(was)
-    return s / max(n, 1)
+    sums, n = loss_sums(model, batches(enc, batch_size, collate_fn, next(model.parameters()).device), weight="tokens")
+    return sums.get("loss", 0.0) / max(n, 1)
 
 JOBS["sft"] = (PolySftConfig, lambda c, d: polysft(c, d))
