@@ -4,7 +4,8 @@
 
 exported cells: lines per `#| export` cell (the directive line not counted): median, p90, max, how many over 40;
 lesson lines per exported line: lines of visible, unexported code cells over exported lines;
-exported cells without a lesson: no visible unexported code cell before the next exported cell (or the end);
+exported cells without a lesson: no visible unexported code cell before the next exported cell (or the end), counted
+over the cells that define something (a module's import cell is not a definition that could have a lesson);
 pipelines: how many restate their parameters as `params = dict(...)`, hand-written checks (`raise`/`assert`/`if ... raise`).
 """
 import json, re, statistics, sys
@@ -20,16 +21,22 @@ def kind(src:str) -> str:
     if any(re.match(r"#\|\s*(hide|default_exp)", l) for l in first): return "hidden"
     return "lesson" if src.strip() else "empty"
 
+def imports_only(src:str) -> bool:
+    code = [l for l in src.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    return bool(code) and all(re.match(r"(from \S+ import |import |\s+\S)", l) for l in code)
+
 def body(src:str) -> int: return len([l for l in src.splitlines() if not l.startswith("#|") and l.strip()])
 
 def figures(root:Path) -> dict:
     nbs = sorted(p for p in root.rglob("*.ipynb") if not ({"pipelines", "bench"} & set(p.relative_to(root).parts)) and p.name != "index.ipynb")
-    sizes, lesson_lines, no_lesson, n_exp = [], 0, 0, 0
+    sizes, lesson_lines, no_lesson, n_exp, n_def = [], 0, 0, 0, 0
     for nb in nbs:
-        ks = [(kind(s), body(s)) for s in cells(nb)]
-        for i, (k, n) in enumerate(ks):
+        ks = [(kind(s), body(s), imports_only(s)) for s in cells(nb)]
+        for i, (k, n, imp) in enumerate(ks):
             if k == "export":
                 sizes.append(n); n_exp += 1
+                if imp: continue
+                n_def += 1
                 nxt = next((j for j in range(i + 1, len(ks)) if ks[j][0] == "export"), len(ks))
                 if not any(ks[j][0] == "lesson" for j in range(i + 1, nxt)): no_lesson += 1
             elif k == "lesson": lesson_lines += n
@@ -39,7 +46,8 @@ def figures(root:Path) -> dict:
     checks = sum(len(re.findall(r"^\s*(raise |assert )", s, re.M)) for p in pipes for s in cells(p))
     return {"notebooks": len(nbs), "exported_cells": n_exp, "median": statistics.median(sizes), "p90": round(q[-1], 1),
             "max": max(sizes), "over_40": sum(s > 40 for s in sizes),
-            "lesson_per_exported_line": round(lesson_lines / sum(sizes), 2), "no_lesson_pct": round(100 * no_lesson / n_exp),
+            "lesson_per_exported_line": round(lesson_lines / sum(sizes), 2), "definition_cells": n_def,
+            "no_lesson_pct": round(100 * no_lesson / n_def),
             "pipelines": len(pipes), "pipelines_restating_params": restate, "pipeline_checks": checks}
 
 if __name__ == "__main__":
