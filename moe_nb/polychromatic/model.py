@@ -121,7 +121,7 @@ def _flash_ok(cfg, x) -> bool:
         return False
     return True
 
-# %% ../../nbs/polychromatic/31_model.ipynb #3a45b05d
+# %% ../../nbs/polychromatic/31_model.ipynb #71c75620
 class Attention(nn.Module):
     "Grouped-query attention with QK-norm and RoPE; document masks; SDPA or flash-attn varlen; KV cache."
     def __init__(self, cfg:PolyConfig):
@@ -132,7 +132,7 @@ class Attention(nn.Module):
         self.v_proj, self.o_proj = nn.Linear(cfg.d_model, Hk * D, bias=False), nn.Linear(H * D, cfg.d_model, bias=False)
         self.q_norm, self.k_norm = RMSNorm(D, cfg.norm_eps), RMSNorm(D, cfg.norm_eps)
 
-# %% ../../nbs/polychromatic/31_model.ipynb #6c8e5863
+# %% ../../nbs/polychromatic/31_model.ipynb #c5d44d6d
 @patch
 def forward(self:Attention, x, cos, sin, doc_ids=None, cache=None):
     B, T, _ = x.shape
@@ -257,9 +257,9 @@ class PolychromaticLM(nn.Module):
     @property
     def device(self): return self.embed_tokens.weight.device
 
-# %% ../../nbs/polychromatic/31_model.ipynb #b2593349
+# %% ../../nbs/polychromatic/31_model.ipynb #655d24d6
 @patch
-def forward(self:PolychromaticLM, input_ids:torch.Tensor, labels:torch.Tensor|None=None, doc_ids:torch.Tensor|None=None,
+def forward(self:PolychromaticLM, input_ids:torch.Tensor, labels:torch.Tensor|None=None, doc_ids:torch.Tensor|None=None,  # noqa: F811 (a method, patched)
             attention_mask:torch.Tensor|None=None, # (B, T) 1 on tokens: right padding only (attention is causal); keeps pads out of sequence routing
             past_key_values:list|None=None, use_cache:bool=False, return_logits:bool|None=None, **kw) -> PolyOutput:
     B, T = input_ids.shape
@@ -281,7 +281,7 @@ def forward(self:PolychromaticLM, input_ids:torch.Tensor, labels:torch.Tensor|No
     if return_logits or (return_logits is None and labels is None): logits = h @ self.embed_tokens.weight.t()
     return PolyOutput(loss, logits, caches if use_cache else None)
 
-# %% ../../nbs/polychromatic/31_model.ipynb #31ac8cd9
+# %% ../../nbs/polychromatic/31_model.ipynb #257e0a53
 @patch
 @torch.no_grad()
 def generate(self:PolychromaticLM, input_ids:torch.Tensor, max_new_tokens:int=32, eos_token_id:int|None=None,
