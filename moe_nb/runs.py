@@ -155,7 +155,6 @@ def range_problems(p:dict) -> list[str]:
             out.append(f"{k}={str(d)!r}: a model directory without tokenizer files (tokenizer.json or tokenizer_config.json)")
     return out
 
-
 # %% ../nbs/09_runs.ipynb #e239bae9
 PIPELINE_PARAMS: dict[str, type] = {}  # pipeline name -> its parameters class (filled as the classes are defined)
 
