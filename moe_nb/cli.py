@@ -17,8 +17,8 @@ from .runs import (make_run_dir, update_metrics, utc_stamp, heartbeat, run_statu
 # %% auto #0
 __all__ = ['LOG_LINE', 'COMMANDS_GROUP', 'CliError', 'pipelines_dir', 'find_notebook', 'load_presets', 'notebook_params',
            'check_params', 'split_output', 'console', 'resolve_params', 'writable_dir', 'Interrupted', 'execute',
-           'run_notebook', 'find_run_dir', 'resume_run', 'pipeline_table', 'demo_entries', 'quick_preset', 'main',
-           'lm_eval_cli']
+           'run_notebook', 'check_run', 'find_run_dir', 'resume_run', 'pipeline_table', 'demo_entries', 'quick_preset',
+           'main', 'lm_eval_cli']
 
 # %% ../nbs/90_cli.ipynb #2a3bd5cb
 class CliError(Exception):
@@ -295,6 +295,14 @@ def run_notebook(notebook:str|Path, # a path, or the name of a pipeline in `nbs/
     update_metrics(run_dir, status="running", pipeline=nb.stem, notebook=str(nb), preset=preset, started=utc_stamp())
     return run_dir, execute(nb, run_dir, values, progress, log_output, verbose)
 
+# %% ../nbs/90_cli.ipynb #ff34da43
+def check_run(notebook:str|Path, params:dict|None=None, preset:str|None=None) -> dict:
+    "Check a run's parameters, and every preset of its pipeline, without running anything; the parameters it would run with."
+    nb, values, full = resolve_params(notebook, params, preset)
+    presets = load_presets(nb)
+    for name in presets: resolve_params(nb, None, name)
+    return {"notebook": str(nb), "overrides": values, "presets": list(presets), "parameters": full}
+
 # %% ../nbs/90_cli.ipynb #b2714eba
 def find_run_dir(ref:str|Path, runs_dir:str|Path="runs") -> Path:
     "The run `ref` names: a run directory, a pipeline name (its newest run), or 'latest' (the newest run of any pipeline)."
@@ -361,6 +369,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", default="runs")
     r.add_argument("--quiet", action="store_true", help="no log lines, only the progress bar and the result")
     r.add_argument("-v", "--verbose", action="store_true", help="everything on the console: papermill's lines, outputs, warnings")
+    r.add_argument("--check", action="store_true", help="check the parameters and the pipeline's presets; run nothing")
     s = sub.add_parser("resume", help="re-execute a crashed, failed or interrupted run into its own directory")
     s.add_argument("run", help="a run directory, a pipeline name (its newest run), or latest")
     s.add_argument("--runs-dir", default="runs"); s.add_argument("--quiet", action="store_true", help="no log lines")
@@ -418,6 +427,10 @@ def main(argv:list[str]|None=None) -> int:
             for k, v in args.param:
                 if k in params: raise CliError(f"-p {k} is given twice")
                 params[k] = v
+            if args.check:
+                c = check_run(args.notebook, params, args.preset)
+                print(f"{Path(c['notebook']).stem}: parameters check out; presets checked: {', '.join(c['presets']) or 'none'}\n"
+                      + "\n".join(f"  {k} = {fmt_value(v)}" for k, v in c["parameters"].items())); return 0
             rd, m = run_notebook(args.notebook, params, args.preset, args.runs_dir, log_output=not args.quiet, verbose=args.verbose)
             print(_report(rd, m)); return 0 if m["status"] == "completed" else 1
         if args.cmd == "resume":
