@@ -43,7 +43,7 @@ def figures(root:Path) -> dict:
     q = statistics.quantiles(sizes, n=10)
     pipes = sorted((root/"pipelines").glob("*.ipynb"))
     restate = sum(any(re.search(r"^params = dict\(", s, re.M) for s in cells(p)) for p in pipes)
-    checks = sum(len(re.findall(r"^\s*(raise |assert )", s, re.M)) for p in pipes for s in cells(p))
+    checks = sum(len(re.findall(r"\b(raise |assert )", s)) for p in pipes for s in cells(p))
     return {"notebooks": len(nbs), "exported_cells": n_exp, "median": statistics.median(sizes), "p90": round(q[-1], 1),
             "max": max(sizes), "over_40": sum(s > 40 for s in sizes),
             "lesson_per_exported_line": round(lesson_lines / sum(sizes), 2), "definition_cells": n_def,

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from ..runs import PipelineParams
+from pathlib import Path
+from ..core import load_yaml
+from ..runs import PipelineParams, find_run
 
 # %% auto #0
 __all__ = ['NexusModelParams', 'NexusParams', 'NexusValidateParams']
@@ -66,6 +68,21 @@ class NexusParams(NexusModelParams):
     save_model: bool
     tracker: str                                   # tensorboard, wandb (offline unless WANDB_MODE is set), trackio or none
 
+    def load_teacher(self, dev):
+        "The GPT-OSS to convert, on `dev` in eval mode (an MXFP4 checkpoint dequantized if asked), checked against `k`."
+        from moe_nb.zoo import load_backbone
+        tiny = self.model.startswith("tiny-")
+        kw = dict(self.model_kw) if tiny else {"dtype": self.dtype, **self.model_kw}
+        if not tiny and self.dequantize_mxfp4 and "quantization_config" not in kw:
+            from transformers import AutoConfig, Mxfp4Config
+            qc = getattr(AutoConfig.from_pretrained(self.model, trust_remote_code=False), "quantization_config", None) or {}
+            if (qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)) == "mxfp4":
+                kw["quantization_config"] = Mxfp4Config(dequantize=True)
+        teacher = load_backbone(self.model, expect=("gpt_oss",), **kw).to(dev).eval()
+        E = teacher.config.num_local_experts
+        if self.k is not None and self.k > E: raise ValueError(f"k={self.k} is larger than the number of experts ({E}) of {self.model}")
+        return teacher
+
 # %% ../../nbs/nexus/22_pipelines.ipynb #67d49af6
 @dataclass(kw_only=True)
 class NexusValidateParams(PipelineParams):
@@ -81,3 +98,12 @@ class NexusValidateParams(PipelineParams):
     device: str
     dtype: str
     chat_prompt: str
+
+    def model_and_baseline(self, run) -> tuple[Path, str]:
+        "The model directory to validate, and the GPT-OSS to compare it with (by default the one its nexus run converted)."
+        src = (find_run(self.model, "nexus", "model/config.json", near=run)
+               if self.model == "latest" or (Path(self.model)/"model"/"config.json").exists() else None)
+        path = src/"model" if src is not None else Path(self.model)
+        if self.baseline is not None: return path, self.baseline
+        if src is None: raise ValueError(f"model={self.model!r} is a model directory, not a nexus run: name the GPT-OSS to compare with (-p baseline ...)")
+        return path, load_yaml(src/"params.yaml")["model"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from ..runs import PipelineParams
+from pathlib import Path
+from ..runs import PipelineParams, find_run
 
 # %% auto #0
 __all__ = ['ParscaleMultiParams', 'ParscaleSummaryParams', 'ParscaleTrainParams']
@@ -31,6 +32,22 @@ class ParscaleSummaryParams(PipelineParams):
     PIPELINE: ClassVar[str] = "parscale_summary"
     runs: str                                      # a directory holding parscale_train runs (searched recursively), or latest: the newest parscale_multi run
     fixed_alpha: float                             # used when the runs hold a single model size: alpha cannot be fitted then (the paper's Pile value)
+
+    def train_rows(self, run) -> list[dict]:
+        "One row per completed parscale_train run under `runs` (or the newest parscale_multi run's): P, N, seed and losses."
+        from moe_nb.core import load_json, load_yaml
+        root = find_run(self.runs, "parscale_multi", needs="params.yaml", near=run)/"runs" if self.runs == "latest" else Path(self.runs)
+        if not root.is_dir(): raise FileNotFoundError(f"runs={self.runs!r}: {root} is not a directory")
+        rows = []
+        for m in sorted(root.rglob("parscale_train/*/metrics.json")):
+            d = load_json(m)
+            if d.get("status") != "completed": continue
+            prm = load_yaml(m.parent/"params.yaml") if (m.parent/"params.yaml").exists() else {}
+            rows.append({"run": m.parent.name, "P": d["P"], "N": d["non_embedding_params"], "backbone_params": d["backbone_params"],
+                         "seed": prm.get("seed"), "eval_loss": d["eval_loss"], "backbone_eval_loss": d["backbone_eval_loss"],
+                         "gain": d["gain_vs_backbone"], "collapse_share": d.get("collapse_share"), "entropy_ratio": d.get("entropy_ratio")})
+        if not rows: raise FileNotFoundError(f"no completed parscale_train runs under {root}")
+        return rows
 
 # %% ../../nbs/parscale/42_pipelines.ipynb #a614d880
 @dataclass(kw_only=True)

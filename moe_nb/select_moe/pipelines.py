@@ -34,6 +34,26 @@ class SelectMoeEvalParams(PipelineParams):
     max_length: int
     results_table: str                             # "auto": select_moe_results.jsonl in the runs directory; a path; "" to skip
 
+    def model_and_adapter(self, run) -> tuple[str, Path|None, dict]:
+        "The base model, the adapter directory (None without one) and the provenance of what is evaluated."
+        from moe_nb.core import load_json
+        prov = {"model": None, "selection": "base", "arm": "base", "percentage": 0.0, "seed": self.seed}
+        base, adapter_dir = self.base_model, None
+        if str(self.adapter) != "none":
+            frun = None
+            if (Path(self.adapter)/"adapter_config.json").exists(): adapter_dir = Path(self.adapter)
+            else:
+                frun = find_run(self.adapter, "select_moe_finetune", "adapter/adapter_config.json", near=run)
+                adapter_dir = frun/"adapter"
+                prov.update(load_json(frun/"metrics.json").get("provenance", {}))
+            info = load_json(adapter_dir/"adapter_info.json") if (adapter_dir/"adapter_info.json").exists() else {}
+            if base == "auto":
+                if not info.get("base_model"): raise ValueError(f"base_model='auto': {adapter_dir} records no base model; pass -p base_model NAME")
+                base = info["base_model"]
+            if frun is None: prov.update(selection="adapter", arm=adapter_dir.name, percentage=None)
+        elif base == "auto": base = "tiny-qwen2"
+        return base, adapter_dir, {**prov, "model": base}
+
 # %% ../../nbs/select_moe/19_pipelines.ipynb #9e646128
 @dataclass(kw_only=True)
 class SelectMoeExperimentParams(PipelineParams):
@@ -96,6 +116,15 @@ class SelectMoeResultsParams(PipelineParams):
     runs: str                                      # the runs directory to gather; "auto": the one that holds this run
     tasks: list                                    # only these tasks (empty: all)
 
+    def result_rows(self, run) -> list[dict]:
+        "The rows of every completed select_moe_eval run under `runs` (auto: the runs directory of this run), for `tasks`."
+        from moe_nb.select_moe.experiment import eval_rows
+        root = run.parent.parent if self.runs == "auto" else Path(self.runs)
+        if not root.is_dir(): raise FileNotFoundError(f"runs={self.runs!r}: {root} is not a directory")
+        rows = [r for r in eval_rows(root) if not self.tasks or r["task"] in self.tasks]
+        if not rows: raise FileNotFoundError(f"no completed select_moe_eval run under {root}; run `moe-nb run select_moe_eval` first")
+        return rows
+
 # %% ../../nbs/select_moe/19_pipelines.ipynb #dc1b06ae
 @dataclass(kw_only=True)
 class SelectMoeRouterDataParams(PipelineParams):
@@ -107,6 +136,15 @@ class SelectMoeRouterDataParams(PipelineParams):
     data: str                                      # "from_warmup" (the warmup's dataset), or a messages JSONL file / directory / datasets name
     batch_size: int
     max_len: int                                   # tokens per sample; 0 takes the warmup's
+
+    def records(self, wp:dict) -> tuple[list[dict], list[dict]|None]:
+        "The samples to score (the warmup's dataset, with its clean/corrupted labels when embedded, or `data`), and the labels."
+        from moe_nb.embedded import embedded_instructions
+        from moe_nb.data import load_records
+        if self.data == "from_warmup" and wp["data"] == "embedded": records, labels = embedded_instructions(wp["n_embedded"], wp["bad_fraction"], seed=0)
+        else: records, labels = load_records(wp["data"] if self.data == "from_warmup" else self.data, kind="messages"), None
+        if not records: raise ValueError(f"data={self.data!r}: the dataset is empty")
+        return records, labels
 
 # %% ../../nbs/select_moe/19_pipelines.ipynb #e01ac000
 @dataclass(kw_only=True)
@@ -177,3 +215,17 @@ class SelectMoeWarmupParams(PipelineParams):
     mask_format_tokens: bool
     template: str                                  # chat template of the encoding: "tulu" or "chatml"
     tracker: str                                   # tensorboard, wandb (offline unless WANDB_MODE is set), trackio or none
+
+    def training_data(self, tok) -> tuple[list[dict], list[int], list[dict]]:
+        "The instruction set, the indices of the warmup's random subset, and the subset encoded (samples with no target dropped)."
+        import random
+        from moe_nb.embedded import embedded_instructions
+        from moe_nb.data import load_records, encode_chat
+        records = embedded_instructions(self.n_embedded, self.bad_fraction, seed=0)[0] if self.data == "embedded" else load_records(self.data, kind="messages")
+        if not records: raise ValueError(f"data={self.data!r}: the dataset is empty")
+        subset = sorted(random.Random(self.seed).sample(range(len(records)), max(1, int(self.subset_ratio * len(records)))))
+        train = [encode_chat(records[i]["messages"], tok, max_len=self.max_len, mode=self.encoding_mode,
+                             mask_format_tokens=self.mask_format_tokens, template=self.template) for i in subset]
+        train = [e for e in train if any(l != -100 for l in e["labels"])]
+        if not train: raise ValueError(f"data={self.data!r}: no sample of the subset has tokens to train on (encoding_mode={self.encoding_mode!r})")
+        return records, subset, train
