@@ -7,6 +7,7 @@ Docs: https://moe-nb.github.io/moe_nb/select_moe/pipelines.html.md"""
 # %% ../../nbs/select_moe/19_pipelines.ipynb #77cd0583
 from __future__ import annotations
 from dataclasses import dataclass
+from fastcore.basics import patch
 from typing import ClassVar, Literal
 
 from pathlib import Path
@@ -216,16 +217,18 @@ class SelectMoeWarmupParams(PipelineParams):
     template: str                                  # chat template of the encoding: "tulu" or "chatml"
     tracker: str                                   # tensorboard, wandb (offline unless WANDB_MODE is set), trackio or none
 
-    def training_data(self, tok) -> tuple[list[dict], list[int], list[dict]]:
-        "The instruction set, the indices of the warmup's random subset, and the subset encoded (samples with no target dropped)."
-        import random
-        from moe_nb.embedded import embedded_instructions
-        from moe_nb.data import load_records, encode_chat
-        records = embedded_instructions(self.n_embedded, self.bad_fraction, seed=0)[0] if self.data == "embedded" else load_records(self.data, kind="messages")
-        if not records: raise ValueError(f"data={self.data!r}: the dataset is empty")
-        subset = sorted(random.Random(self.seed).sample(range(len(records)), max(1, int(self.subset_ratio * len(records)))))
-        train = [encode_chat(records[i]["messages"], tok, max_len=self.max_len, mode=self.encoding_mode,
-                             mask_format_tokens=self.mask_format_tokens, template=self.template) for i in subset]
-        train = [e for e in train if any(l != -100 for l in e["labels"])]
-        if not train: raise ValueError(f"data={self.data!r}: no sample of the subset has tokens to train on (encoding_mode={self.encoding_mode!r})")
-        return records, subset, train
+# %% ../../nbs/select_moe/19_pipelines.ipynb #b8f27028
+@patch
+def training_data(self:SelectMoeWarmupParams, tok) -> tuple[list[dict], list[int], list[dict]]:
+    "The instruction set, the indices of the warmup's random subset, and the subset encoded (samples with no target dropped)."
+    import random
+    from moe_nb.embedded import embedded_instructions
+    from moe_nb.data import load_records, encode_chat
+    records = embedded_instructions(self.n_embedded, self.bad_fraction, seed=0)[0] if self.data == "embedded" else load_records(self.data, kind="messages")
+    if not records: raise ValueError(f"data={self.data!r}: the dataset is empty")
+    subset = sorted(random.Random(self.seed).sample(range(len(records)), max(1, int(self.subset_ratio * len(records)))))
+    train = [encode_chat(records[i]["messages"], tok, max_len=self.max_len, mode=self.encoding_mode,
+                         mask_format_tokens=self.mask_format_tokens, template=self.template) for i in subset]
+    train = [e for e in train if any(l != -100 for l in e["labels"])]
+    if not train: raise ValueError(f"data={self.data!r}: no sample of the subset has tokens to train on (encoding_mode={self.encoding_mode!r})")
+    return records, subset, train
