@@ -27,6 +27,7 @@ def inn(pyp, nbp):
         prev = byid.get(cid)
         if cid in seen or prev is None: cid = uuid.uuid4().hex[:8]; prev = None
         seen.add(cid)
+        if prev is not None and "".join(prev["source"]).strip("\n") == text.strip("\n"): src = prev["source"]  # unchanged: as it was
         if md: c = {"cell_type": "markdown", "id": cid, "metadata": {}, "source": src}
         else:
             keep = prev is not None and prev["cell_type"] == "code" and "".join(prev["source"]) == text
