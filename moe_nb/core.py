@@ -100,7 +100,6 @@ def check_value(name:str, # the parameter's name, for the error message
     if origin is Literal: return value if value in args else fail()
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value): raise ConfigError(f"{where}: parameter {name!r} expects a finite number, got {value!r}")
             return float(value)
         fail()
     if tp is int: return value if isinstance(value, int) and not isinstance(value, bool) else fail()

@@ -191,6 +191,7 @@ class PipelineParams(Config):
         if hasattr(self, "seed"): seed_everything(self.seed)
         return run, log
 
+# %% ../nbs/09_runs.ipynb #57001a95
 def pipeline_params(name:str) -> type|None:
     "The parameters class of pipeline `name`, from the installed systems' `moe_nb.pipelines` entry points."
     from importlib.metadata import entry_points

@@ -7,6 +7,7 @@ Docs: https://moe-nb.github.io/moe_nb/nexus/pipelines.html.md"""
 # %% ../../nbs/nexus/22_pipelines.ipynb #5de8329a
 from __future__ import annotations
 from dataclasses import dataclass
+from fastcore.basics import patch
 from typing import ClassVar, Literal
 
 from pathlib import Path
@@ -68,20 +69,22 @@ class NexusParams(NexusModelParams):
     save_model: bool
     tracker: str                                   # tensorboard, wandb (offline unless WANDB_MODE is set), trackio or none
 
-    def load_teacher(self, dev):
-        "The GPT-OSS to convert, on `dev` in eval mode (an MXFP4 checkpoint dequantized if asked), checked against `k`."
-        from moe_nb.zoo import load_backbone
-        tiny = self.model.startswith("tiny-")
-        kw = dict(self.model_kw) if tiny else {"dtype": self.dtype, **self.model_kw}
-        if not tiny and self.dequantize_mxfp4 and "quantization_config" not in kw:
-            from transformers import AutoConfig, Mxfp4Config
-            qc = getattr(AutoConfig.from_pretrained(self.model, trust_remote_code=False), "quantization_config", None) or {}
-            if (qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)) == "mxfp4":
-                kw["quantization_config"] = Mxfp4Config(dequantize=True)
-        teacher = load_backbone(self.model, expect=("gpt_oss",), **kw).to(dev).eval()
-        E = teacher.config.num_local_experts
-        if self.k is not None and self.k > E: raise ValueError(f"k={self.k} is larger than the number of experts ({E}) of {self.model}")
-        return teacher
+# %% ../../nbs/nexus/22_pipelines.ipynb #2fd7ae2a
+@patch
+def load_teacher(self:NexusParams, dev):
+    "The GPT-OSS to convert, on `dev` in eval mode (an MXFP4 checkpoint dequantized if asked), checked against `k`."
+    from moe_nb.zoo import load_backbone
+    tiny = self.model.startswith("tiny-")
+    kw = dict(self.model_kw) if tiny else {"dtype": self.dtype, **self.model_kw}
+    if not tiny and self.dequantize_mxfp4 and "quantization_config" not in kw:
+        from transformers import AutoConfig, Mxfp4Config
+        qc = getattr(AutoConfig.from_pretrained(self.model, trust_remote_code=False), "quantization_config", None) or {}
+        if (qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)) == "mxfp4":
+            kw["quantization_config"] = Mxfp4Config(dequantize=True)
+    teacher = load_backbone(self.model, expect=("gpt_oss",), **kw).to(dev).eval()
+    E = teacher.config.num_local_experts
+    if self.k is not None and self.k > E: raise ValueError(f"k={self.k} is larger than the number of experts ({E}) of {self.model}")
+    return teacher
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #67d49af6
 @dataclass(kw_only=True)

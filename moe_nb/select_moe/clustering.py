@@ -92,6 +92,7 @@ def _lloyd(X, C, metric, max_iters, tol, chunk) -> KMeansResult:
     if not strict: labels, dist = _assign(X, C, metric, chunk, xx)
     return KMeansResult(labels, C, dist.sum().item(), it + 1, metric)
 
+# %% ../../nbs/select_moe/15_clustering.ipynb #ddaa9df5
 def kmeans(X, k:int, metric:Literal["euclidean", "cosine"]="euclidean", n_init:int=3, max_iters:int=300, tol:float=1e-4,
            seed:int=0, init:str|np.ndarray|torch.Tensor="k-means++", device=None, chunk:int=65536) -> KMeansResult:
     "K-means with `n_init` k-means++ restarts (or a given init), keeping the lowest inertia."
