@@ -6,6 +6,9 @@ import torch
 from test_cli import moe_nb, only_run
 
 def metrics(rd: Path) -> dict: return json.loads((rd/"metrics.json").read_text())
+def yaml_params(rd: Path) -> dict:
+    import yaml
+    return yaml.safe_load((rd/"params.yaml").read_text())
 
 def clean_records(n):
     from moe_nb.embedded import embedded_instructions
@@ -71,10 +74,19 @@ def test_experiment(experiment):
     sub = experiment/"runs"
     n = {p: len(list((sub/p).glob("*/metrics.json"))) for p in ("select_moe_warmup", "select_moe_router_data", "select_moe_selection",
                                                                    "select_moe_finetune", "select_moe_eval", "select_moe_results")}
-    assert n == {"select_moe_warmup": 2, "select_moe_router_data": 2, "select_moe_selection": 2,
-                 "select_moe_finetune": 8, "select_moe_eval": 9, "select_moe_results": 1}
-    for arm in ("round_robin", "quality", "random", "all"):
+    # per seed: a faithful and a gates-only warmup (for quality:d2), each scored once; three selection runs (faithful,
+    # d2, neg_ifd on the LM's hidden states per task); six arms
+    assert n == {"select_moe_warmup": 4, "select_moe_router_data": 4, "select_moe_selection": 6,
+                 "select_moe_finetune": 12, "select_moe_eval": 13, "select_moe_results": 1}
+    arms = ("round_robin", "quality", "random", "all", "quality:d2", "round_robin:neg_ifd@lm_hidden/task")
+    for arm in arms:
         assert 0 <= m[f"precision_{arm}"] <= 1 and 0 <= m[f"mc_acc_{arm}"] <= 1 and m[f"answer_nll_{arm}"] > 0
+    for arm in ("quality:d2", "round_robin:neg_ifd@lm_hidden/task"):  # the AUC of the arm's score, per kind, and its cost
+        assert all(0 <= m[f"auc_{arm}{k}"] <= 1 for k in ("", "_wrong", "_shuffled", "_truncated", "_boilerplate")) and m[f"cost_s_per_1k_{arm}"] > 0
+        lo, hi = m[f"answer_nll_{arm}_minus_random_ci"]
+        assert lo < m[f"answer_nll_{arm}_minus_random"] < hi
+    gates = [metrics(d) for d in (sub/"select_moe_warmup").iterdir() if yaml_params(d)["train_routers"] is False]
+    assert len(gates) == 2 and all(g["trainable_params"] == 2 * 64 for g in gates)  # the quality gates of 2 layers only
     assert m["precision_all"] == pytest.approx(0.7)  # the embedded data's clean share
     # the fine-tuned arms all beat the base model on answer NLL; all the data beats 10% of it
     assert all(m[f"answer_nll_{a}"] < m["answer_nll_base"] for a in ("round_robin", "quality", "random", "all"))
@@ -83,17 +95,17 @@ def test_experiment(experiment):
     # every fine-tuning run trained on its arm's file; the results table has one row per eval run, task and metric
     for d in (sub/"select_moe_finetune").iterdir():
         p = metrics(d)["provenance"]
-        assert p["arm"] in ("round_robin", "quality", "random", "all") and p["n_records"] == (400 if p["arm"] == "all" else 40)
+        assert p["arm"] in arms and p["n_records"] == (400 if p["arm"] == "all" else 40)
     res = only_run(sub, "select_moe_results")
     rows = [json.loads(l) for l in (res/"results.jsonl").read_text().splitlines()]
-    assert len({r["run"] for r in rows}) == 9 and {r["metric"] for r in rows} == {"acc", "acc_norm", "perplexity", "nll"}
+    assert len({r["run"] for r in rows}) == 13 and {r["metric"] for r in rows} == {"acc", "acc_norm", "perplexity", "nll"}
     assert (res/"results.png").exists() and (res/"results.md").read_text().startswith("| model | arm |")
     appended = [json.loads(l) for l in (sub/"select_moe_results.jsonl").read_text().splitlines()]
-    assert len(appended) == 9 * 4  # every eval appended its rows: acc and acc_norm, perplexity and acc
+    assert len(appended) == 13 * 4  # every eval appended its rows: acc and acc_norm, perplexity and acc
 
 def test_experiment_bad_input(tmp_path):
     r = moe_nb("run", "select_moe_experiment", "--preset", "tiny", "-p", "arms", "[round_robin, best]", "--runs-dir", tmp_path/"runs")
-    assert r.returncode == 2 and "parameter 'arms[1]' expects 'round_robin' or 'quality' or 'random' or 'all', got 'best'" in r.stderr, r.stderr
+    assert r.returncode == 2 and "parameter 'arms[1]': arm 'best': method 'best'; expected one of" in r.stderr, r.stderr
     r = moe_nb("run", "select_moe_experiment", "--preset", "tiny", "-p", "tasks", "[not_a_task]", "--runs-dir", tmp_path/"runs", "--quiet")
     assert r.returncode == 1 and "lm-eval task(s) ['not_a_task'] are neither local" in r.stdout, r.stdout + r.stderr
     assert not list((tmp_path/"runs").glob("select_moe_experiment/*/runs"))  # nothing ran

@@ -31,7 +31,8 @@ def inn(pyp, nbp):
         if md: c = {"cell_type": "markdown", "id": cid, "metadata": {}, "source": src}
         else:
             keep = prev is not None and prev["cell_type"] == "code" and "".join(prev["source"]) == text
-            c = {"cell_type": "code", "execution_count": None, "id": cid, "metadata": prev["metadata"] if keep else {}, "outputs": prev["outputs"] if keep else [], "source": src}
+            meta = prev["metadata"] if prev is not None and prev["cell_type"] == "code" else {}  # tags (parameters) survive edits
+            c = {"cell_type": "code", "execution_count": None, "id": cid, "metadata": meta, "outputs": prev["outputs"] if keep else [], "source": src}
         cells.append(c)
     seen = set()
     for line in Path(pyp).read_text().splitlines():

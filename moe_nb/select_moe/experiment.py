@@ -13,7 +13,8 @@ import numpy as np
 from ..core import atomic_open, load_json
 
 # %% auto #0
-__all__ = ['ROW_KEYS', 'eval_rows', 'table_rows', 'nll_rows', 'summarize', 'append_results']
+__all__ = ['ROW_KEYS', 'ARM_METHODS', 'eval_rows', 'table_rows', 'nll_rows', 'summarize', 'append_results', 'parse_arm',
+           'selection_specs', 'paired_diff']
 
 # %% ../../nbs/select_moe/18_experiment.ipynb #87a1ec4d
 ROW_KEYS = ("model", "selection", "percentage", "seed", "task", "metric", "value", "stderr")
@@ -60,3 +61,37 @@ def append_results(path:str|Path, rows:list[dict]) -> Path:
         old = path.read_text() if path.exists() else ""
         with atomic_open(path) as f: f.write(old + "".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+# %% ../../nbs/select_moe/18_experiment.ipynb #de51fcc2
+ARM_METHODS = ("round_robin", "quality", "random", "all")
+
+def parse_arm(arm:str, quality_key:str="good_ratio") -> dict:
+    "An arm name as a dict: `name`, `method`, `quality_key`, `features`, `per_task`, `warmup` (faithful | gates)."
+    from moe_nb.select_moe.selection import QUALITY_KEYS, FEATURES
+    head, per_task = (arm[:-5], True) if arm.endswith("/task") else (arm, False)
+    head, features = head.split("@", 1) if "@" in head else (head, "router")
+    method, key = head.split(":", 1) if ":" in head else (head, quality_key)
+    if method not in ARM_METHODS: raise ValueError(f"arm {arm!r}: method {method!r}; expected one of {ARM_METHODS}")
+    if key not in QUALITY_KEYS: raise ValueError(f"arm {arm!r}: score {key!r}; expected one of {QUALITY_KEYS}")
+    if features not in FEATURES: raise ValueError(f"arm {arm!r}: features {features!r}; expected one of {FEATURES}")
+    if method in ("random", "all") and (":" in head or features != "router" or (per_task and method == "all")):
+        raise ValueError(f"arm {arm!r}: {method} takes no score or features")
+    return {"name": arm, "method": method, "quality_key": key, "features": features, "per_task": per_task,
+            "warmup": "gates" if key == "d2" else "faithful"}
+
+def selection_specs(arms:list[str], quality_key:str="good_ratio") -> dict[tuple, list[dict]]:
+    "The selection runs the arms need, keyed by (warmup, quality_key, features, per_task); `all` needs none."
+    out = {}
+    for a in map(lambda x: parse_arm(x, quality_key), arms):
+        if a["method"] != "all": out.setdefault((a["warmup"], a["quality_key"], a["features"], a["per_task"]), []).append(a)
+    return out
+
+# %% ../../nbs/select_moe/18_experiment.ipynb #d856ca54
+def paired_diff(a:dict, b:dict, level:float=0.95) -> dict:
+    "Mean of a[s] - b[s] over the seeds s both have, with its standard error and `level` Student-t interval."
+    from scipy import stats
+    d = np.array([a[s] - b[s] for s in sorted(set(a) & set(b))], dtype=np.float64)
+    if not len(d): raise ValueError("paired_diff: the two arms share no seed")
+    if len(d) < 2: return {"n": 1, "mean": float(d[0]), "sem": None, "lo": None, "hi": None}
+    sem = float(d.std(ddof=1) / math.sqrt(len(d))); h = float(stats.t.ppf((1 + level) / 2, len(d) - 1)) * sem
+    return {"n": len(d), "mean": float(d.mean()), "sem": sem, "lo": float(d.mean()) - h, "hi": float(d.mean()) + h}

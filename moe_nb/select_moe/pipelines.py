@@ -61,7 +61,7 @@ class SelectMoeExperimentParams(PipelineParams):
     "Parameters of the select_moe_experiment pipeline."
     PIPELINE: ClassVar[str] = "select_moe_experiment"
     seeds: list[int]
-    arms: list[Literal['round_robin', 'quality', 'random', 'all']]
+    arms: list[str]                                # random | all | round_robin | quality | METHOD:KEY[@lm_hidden][/task]; see parse_arm
     selection_percentage: float
     data: str                                      # "embedded", or a messages JSONL file / directory / datasets name
     n_embedded: int
@@ -76,6 +76,16 @@ class SelectMoeExperimentParams(PipelineParams):
     warmup_params: dict                            # extra parameters of select_moe_warmup, e.g. {epochs: 3.0, lr: 1.0e-4}
     finetune_params: dict                          # extra parameters of select_moe_finetune, e.g. {epochs: 6.0, lr: 3.0e-3}
     eval_params: dict                              # extra parameters of select_moe_eval
+    scores: list[str]                              # score fields of the router data: gate_derivatives, lm
+    lm_model: str                                  # the small LM of the lm scores (IFD, length, hidden states): "router" or a model name
+    gate_warmup_params: dict                       # the warmup of the d2 arms (gates only, regulariser averaged within a sample)
+    def __post_init__(self):
+        super().__post_init__()
+        from moe_nb.core import ConfigError
+        from moe_nb.select_moe.experiment import parse_arm
+        for i, a in enumerate(self.arms):
+            try: parse_arm(a, self.quality_key)
+            except ValueError as e: raise ConfigError(f"parameter 'arms[{i}]': {e}") from None
 
 # %% ../../nbs/select_moe/19_pipelines.ipynb #c664b720
 @dataclass(kw_only=True)
@@ -88,6 +98,7 @@ class SelectMoeFinetuneParams(PipelineParams):
     dtype: str                                     # weights dtype for real checkpoints: auto | bfloat16 | float16 | float32
     data: str                                      # a select_moe_selection run, "latest", "embedded", or a messages JSONL file / directory / datasets name
     selection: Literal['selected', 'round_robin', 'quality', 'random'] # file of a selection run: selected | round_robin | quality | random
+    arm: str                                       # the arm's name in the provenance; "": the selection rule
     n_embedded: int                                # size of the embedded instruction set (for data embedded)
     bad_fraction: float                            # its corrupted share (for data embedded)
     lora_r: int
@@ -137,6 +148,22 @@ class SelectMoeRouterDataParams(PipelineParams):
     data: str                                      # "from_warmup" (the warmup's dataset), or a messages JSONL file / directory / datasets name
     batch_size: int
     max_len: int                                   # tokens per sample; 0 takes the warmup's
+    scores: list[str]                              # score fields to add: gate_derivatives (D2's statistics), lm (IFD, length, hidden states)
+    lm_model: str                                  # the LM of the lm scores: "router" (the Select-MoE model) or a model name / path
+
+    def __post_init__(self):
+        super().__post_init__()
+        from moe_nb.core import ConfigError
+        from moe_nb.select_moe.scores import SCORERS
+        if bad := sorted(set(self.scores) - set(SCORERS)): raise ConfigError(f"scores={self.scores}: unknown {bad}; expected some of {SCORERS}")
+
+    def lm(self, router, tok):
+        "The LM of the lm scores: the router model, or `lm_model` loaded, checked to share the router's tokenizer."
+        from moe_nb.zoo import load_backbone, tokenizer_for
+        if self.lm_model == "router": return router
+        if tokenizer_for(self.lm_model).get_vocab() != tok.get_vocab():
+            raise ValueError(f"lm_model={self.lm_model!r}: its tokenizer differs from the router's; the lm scores need the same tokens")
+        return load_backbone(self.lm_model).to(next(router.parameters()).device).eval()
 
     def records(self, wp:dict) -> tuple[list[dict], list[dict]|None]:
         "The samples to score (the warmup's dataset, with its clean/corrupted labels when embedded, or `data`), and the labels."
@@ -168,6 +195,15 @@ class SelectMoeSelectionParams(PipelineParams):
     n_init: int
     workers: int                                   # processes for the k search
     noise: str                                     # HDBSCAN noise: one more cluster, or "skip"
+    features: str                                  # clustered: router (routing logits) | lm_hidden (the small LM's hidden states)
+    per_task: bool                                 # select the share within each dataset instead of over all
+    d2_lambda: float|None                          # D2 settings (quality_key d2): lambda (None: the warmup's quality_loss_weight)
+    d2_tau: float
+    d2_kappa: float
+    d2_mu: float
+    d2_top_k: int
+    d2_regulariser: str                            # linear | quadratic
+    d2_per_token_lambda: bool
     def __post_init__(self):
         super().__post_init__()
         self.selection()  # the selection settings are checked before a run directory exists
@@ -178,10 +214,12 @@ class SelectMoeSelectionParams(PipelineParams):
         d = {k: v for k, v in self.to_dict().items() if k in SelectionConfig.fields()}
         return SelectionConfig.from_dict({**d, "k_range": (self.k_min, self.k_max)}, where=f"{self.PIPELINE} parameters")
 
-    def router_data_dir(self, run) -> Path:
-        "The router-data directory `router_data` names: a directory, or the one of a select_moe_router_data run (the newest for latest)."
-        if (Path(self.router_data)/"manifest.json").exists(): return Path(self.router_data)
-        return find_run(self.router_data, "select_moe_router_data", "router_data/manifest.json", near=run)/"router_data"
+# %% ../../nbs/select_moe/19_pipelines.ipynb #88c7185f
+@patch
+def router_data_dir(self:SelectMoeSelectionParams, run) -> Path:
+    "The router-data directory `router_data` names: a directory, or the one of a select_moe_router_data run (the newest for latest)."
+    if (Path(self.router_data)/"manifest.json").exists(): return Path(self.router_data)
+    return find_run(self.router_data, "select_moe_router_data", "router_data/manifest.json", near=run)/"router_data"
 
 # %% ../../nbs/select_moe/19_pipelines.ipynb #9ed0bcbe
 @dataclass(kw_only=True)
@@ -212,6 +250,7 @@ class SelectMoeWarmupParams(PipelineParams):
     trash_expert_mode: str                         # "zero", "noise" or "custom"
     trash_expert: str                              # custom: "module:callable", a function of the hidden states or an nn.Module class taking the config
     enable_load_balancing: bool
+    train_routers: bool                            # full_rank: also train the MoE routers (the seed); False: the quality gates only
     encoding_mode: str                             # loss on "assistant" tokens only, or on the "full" sequence
     mask_format_tokens: bool
     template: str                                  # chat template of the encoding: "tulu" or "chatml"

@@ -30,12 +30,12 @@ def _train_state_bytes(model:nn.Module) -> int:
     return sum(p.numel() * (2 * p.element_size() + 8) for p in model.parameters() if p.requires_grad)
 
 def prepare_router_training(model:SelectMoeForCausalLM, mode:Literal["full_rank", "lora"]="full_rank",
-                            train_routers:bool=True, # also train the MoE routers (always true in full_rank, as in the seed)
+                            train_routers:bool=True, # also train the MoE routers (the seed's full_rank); False: the gates only
                             lora_r:int=8, lora_alpha:float=16, lora_dropout:float=0.0,
                             lora_targets:tuple|list=("q_proj", "k_proj", "v_proj", "o_proj")) -> tuple[nn.Module, dict]:
     "Freeze all but the routing parameters (`full_rank`), or add LoRA adapters and train the gates beside them (`lora`)."
     if mode == "full_rank":
-        tr, tot = set_trainable(model, list(ROUTER_PATTERNS.values()))
+        tr, tot = set_trainable(model, [ROUTER_PATTERNS["quality_gate"]] + ([ROUTER_PATTERNS["router"]] if train_routers else []))
     elif mode == "lora":
         for p in model.parameters(): p.requires_grad_(False)
         model = add_lora(model, r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=list(lora_targets))

@@ -16,10 +16,12 @@ from ..runs import utc_stamp
 from ..data import encode_chat, collate, read_jsonl
 
 # %% auto #0
-__all__ = ['ROUTER_DATA_VERSION', 'compute_router_data', 'save_router_data', 'load_router_data']
+__all__ = ['ROUTER_DATA_VERSION', 'READS_VERSIONS', 'SCORE_FIELDS', 'compute_router_data', 'save_router_data', 'load_router_data']
 
 # %% ../../nbs/select_moe/13_router_data.ipynb #f890ff8d
-ROUTER_DATA_VERSION = 1
+ROUTER_DATA_VERSION = 2
+READS_VERSIONS = (1, 2)
+SCORE_FIELDS = ("gate_g", "gate_A", "gate_B", "nll_answer_cond", "nll_answer_alone", "ifd", "answer_tokens", "lm_hidden")
 _FIELDS = ("quality_score", "good_ratio", "quality_score_assistant", "good_ratio_assistant", "moe_logits", "n_tokens", "nll_assistant")
 
 @torch.no_grad()
@@ -62,15 +64,18 @@ def save_router_data(out_dir:str|Path, data:dict, records:list[dict], overwrite:
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(records): groups.setdefault(str(r.get("dataset", "data")), []).append(i)
     L, E = data["moe_logits"].shape[1:]
+    extra = [k for k in SCORE_FIELDS if k in data]
+    if unknown := sorted(set(data) - set(_FIELDS) - set(SCORE_FIELDS)): raise ValueError(f"router data: unknown fields {unknown}; expected {_FIELDS + SCORE_FIELDS}")
+    if bad := [k for k in extra if data[k].shape[0] != len(records)]: raise ValueError(f"router data: fields {bad} do not have one row per sample ({len(records)})")
     with atomic_dir(out_dir, overwrite=overwrite) as d:
         files = {}
         for name, idx in groups.items():
             f = _safe_name(name)
-            save_tensors({k: data[k][idx] for k in _FIELDS}, d/f"{f}.safetensors", metadata={"dataset": name, "version": ROUTER_DATA_VERSION})
+            save_tensors({k: data[k][idx] for k in _FIELDS + tuple(extra)}, d/f"{f}.safetensors", metadata={"dataset": name, "version": ROUTER_DATA_VERSION})
             save_jsonl(({"id": records[i].get("id", str(i)), "dataset": name, "messages": records[i]["messages"]} for i in idx), d/f"{f}.jsonl")
             files[name] = {"n": len(idx), "tensors": f"{f}.safetensors", "samples": f"{f}.jsonl"}
         save_json({"format": "moe_nb.router_data", "version": ROUTER_DATA_VERSION, "num_layers": int(L), "num_experts": int(E),
-                   "n_samples": len(records), "datasets": files, "created": utc_stamp(), **info}, d/"manifest.json")
+                   "n_samples": len(records), "score_fields": extra, "datasets": files, "created": utc_stamp(), **info}, d/"manifest.json")
     return Path(out_dir)
 
 # %% ../../nbs/select_moe/13_router_data.ipynb #d5f1ac9b
@@ -80,17 +85,19 @@ def load_router_data(path:str|Path) -> dict[str, dict]:
     if not mf.exists(): raise FileNotFoundError(f"{d}: no manifest.json; not a router-data directory")
     man = load_json(mf)
     if man.get("format") != "moe_nb.router_data": raise ValueError(f"{mf}: format {man.get('format')!r}; expected 'moe_nb.router_data'")
-    if man.get("version") != ROUTER_DATA_VERSION: raise ValueError(f"{mf}: version {man.get('version')!r}; this moe_nb reads version {ROUTER_DATA_VERSION}")
+    if man.get("version") not in READS_VERSIONS: raise ValueError(f"{mf}: version {man.get('version')!r}; this moe_nb reads versions {READS_VERSIONS}")
+    fields = _FIELDS + tuple(man.get("score_fields", []))
     if not man.get("datasets"): raise ValueError(f"{mf}: the router data holds no datasets")
     out = {}
     for name, spec in man["datasets"].items():
         t = load_tensors(d/spec["tensors"])
         recs = read_jsonl(d/spec["samples"], kind="messages")
         n = spec["n"]
-        if len(recs) != n or any(t[k].shape[0] != n for k in _FIELDS):
+        if missing := [k for k in fields if k not in t]: raise ValueError(f"{d/spec['tensors']}: fields {missing} of the manifest are missing")
+        if len(recs) != n or any(t[k].shape[0] != n for k in fields):
             raise ValueError(f"{d/spec['tensors']}: {n} samples in the manifest, but {len(recs)} records and "
-                             f"{ {k: t[k].shape[0] for k in _FIELDS} } tensor rows")
+                             f"{ {k: t[k].shape[0] for k in fields} } tensor rows")
         if tuple(t["moe_logits"].shape[1:]) != (man["num_layers"], man["num_experts"]):
             raise ValueError(f"{d/spec['tensors']}: moe_logits {tuple(t['moe_logits'].shape)} do not match the manifest's layers x experts")
-        out[name] = {**t, "ids": [r["id"] for r in recs], "records": list(recs)}
+        out[name] = {**{k: t[k] for k in fields}, "ids": [r["id"] for r in recs], "records": list(recs)}
     return out

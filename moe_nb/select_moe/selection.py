@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from ..core import Config, ConfigError, save_json, save_jsonl, load_json
 from .clustering import kmeans, search_k, hdbscan
 from .router_data import load_router_data
+from .scores import d2_score
 
 # %% auto #0
-__all__ = ['QUALITY_KEYS', 'METHODS', 'n_to_select', 'round_robin_select', 'quality_select', 'random_select', 'routing_features',
-           'cluster_features', 'SelectionConfig', 'select_from_router_data', 'select_batch']
+__all__ = ['QUALITY_KEYS', 'FEATURES', 'METHODS', 'n_to_select', 'round_robin_select', 'quality_select', 'random_select',
+           'sample_quality', 'routing_features', 'cluster_features', 'SelectionConfig', 'select_from_router_data',
+           'select_batch']
 
 # %% ../../nbs/select_moe/16_selection.ipynb #ef69930e
 def n_to_select(n:int, selection_percentage:float) -> int:
@@ -57,20 +59,40 @@ def random_select(n_total:int, n:int, seed:int=0) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n_total)[:n]
 
 # %% ../../nbs/select_moe/16_selection.ipynb #5d86f3ef
-QUALITY_KEYS = ("good_ratio", "good_ratio_assistant", "quality_score", "quality_score_assistant", "neg_nll_assistant")
+QUALITY_KEYS = ("good_ratio", "good_ratio_assistant", "quality_score", "quality_score_assistant", "neg_nll_assistant",
+                "d2", "ifd", "neg_ifd", "length")
+FEATURES = ("router", "lm_hidden")
+_NEEDS = {"d2": ("gate_g", "gate_A", "gate_B"), "ifd": ("ifd",), "neg_ifd": ("ifd",), "length": ("answer_tokens",), "lm_hidden": ("lm_hidden",)}
 
-def routing_features(data:dict, normalize:Literal["none", "softmax", "zscore"]="none",
-                     quality_key:str="good_ratio") -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    "Features (N, L*E), quality (N,) and records, pooled over the datasets of loaded router data."
+def _need(d:dict, key:str):
+    if missing := [f for f in _NEEDS.get(key, ()) if f not in d]:
+        raise ValueError(f"{key!r} needs the router data's score fields {missing}: compute them with select_moe_router_data "
+                         f"(scores=['gate_derivatives', 'lm'])")
+
+def sample_quality(d:dict, key:str, d2:dict|None=None) -> torch.Tensor:
+    "One dataset's per-sample quality under `key`, higher is better (see above); `d2`: keyword arguments of `d2_score`."
+    _need(d, key)
+    if key == "neg_nll_assistant": return -d["nll_assistant"].double()
+    if key == "d2": return torch.from_numpy(d2_score(d["gate_A"], d["gate_B"], g=d["gate_g"], n_tokens=d["n_tokens"], **(d2 or {})))
+    if key == "ifd": i = d["ifd"].double(); return torch.where(i < 1, i, -i)
+    if key == "neg_ifd": return -d["ifd"].double()
+    if key == "length": return d["answer_tokens"].double()
+    return d[key].double()
+
+def routing_features(data:dict, normalize:Literal["none", "softmax", "zscore"]="none", quality_key:str="good_ratio",
+                     features:Literal["router", "lm_hidden"]="router", d2:dict|None=None) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    "Features (N, L*E) (or the LM's (N, H)), quality (N,) and records, pooled over the datasets of loaded router data."
     if quality_key not in QUALITY_KEYS: raise ValueError(f"quality_key={quality_key!r}: expected one of {QUALITY_KEYS}")
+    if features not in FEATURES: raise ValueError(f"features={features!r}: expected one of {FEATURES}")
     if not data or not sum(len(d["ids"]) for d in data.values()): raise ValueError("the router data holds no samples")
     feats, qual, recs = [], [], []
     for d in data.values():
-        f = d["moe_logits"].double()
+        _need(d, features)
+        f = d["moe_logits"].double() if features == "router" else d["lm_hidden"].double()[:, None]
         if normalize == "softmax": f = f.softmax(-1)
         elif normalize not in ("none", "zscore"): raise ValueError(f"normalize={normalize!r}: expected 'none', 'softmax' or 'zscore'")
         feats.append(f.flatten(1))
-        qual.append(-d["nll_assistant"].double() if quality_key == "neg_nll_assistant" else d[quality_key].double())
+        qual.append(sample_quality(d, quality_key, d2))
         recs += d["records"]
     X = torch.cat(feats)
     if normalize == "zscore": X = (X - X.mean(0)) / X.std(0).clamp_min(1e-12)
@@ -120,15 +142,49 @@ class SelectionConfig(Config):
     noise: Literal["cluster", "skip"] = "cluster"                        # HDBSCAN noise: one more cluster, or skipped
     min_cluster_size: int|None = None                                    # HDBSCAN; None: its default
     min_samples: int|None = None
+    features: Literal["router", "lm_hidden"] = "router"                  # what is clustered: routing logits, or the small LM's hidden states
+    per_task: bool = False                                               # select the share within each dataset (task), not overall
+    d2_lambda: float|None = None                                         # D2's lambda; None: the warmup's quality_loss_weight
+    d2_tau: float = 1e-4
+    d2_kappa: float = 10.0
+    d2_mu: float = 0.0
+    d2_top_k: int = 0                                                    # 0: mean over layers; k: mean of the k best layers
+    d2_regulariser: Literal["linear", "quadratic"] = "linear"
+    d2_per_token_lambda: bool = False                                    # lambda / (layers x tokens): the regulariser's own derivative
     def __post_init__(self):
         super().__post_init__()
         if self.quality_key not in QUALITY_KEYS: raise ConfigError(f"quality_key={self.quality_key!r}: expected one of {QUALITY_KEYS}")
+        if self.d2_tau <= 0 or self.d2_kappa < 0 or self.d2_top_k < 0:
+            raise ConfigError(f"d2_tau={self.d2_tau}, d2_kappa={self.d2_kappa}, d2_top_k={self.d2_top_k}: expected tau > 0, kappa >= 0, top_k >= 0")
         if not 0 < self.selection_percentage <= 1:
             raise ConfigError(f"selection_percentage={self.selection_percentage}: expected a share in (0, 1]")
         if self.k < 0 or not 1 <= self.k_range[0] <= self.k_range[1] or self.k_step < 1:
             raise ConfigError(f"k={self.k}, k_range={self.k_range}, k_step={self.k_step}: expected k >= 0, 1 <= k_min <= k_max, k_step >= 1")
 
 # %% ../../nbs/select_moe/16_selection.ipynb #c8106adc
+def _d2_settings(c:SelectionConfig, router_data:Path) -> dict:
+    "`d2_score` keyword arguments of a selection config; lambda from the router data's manifest unless set."
+    lam = c.d2_lambda
+    if lam is None and c.quality_key == "d2":
+        lam = load_json(Path(router_data)/"manifest.json").get("quality_loss_weight")
+        if lam is None: raise ValueError(f"{router_data}: the manifest records no quality_loss_weight; set d2_lambda")
+    return dict(lam=lam or 0.0, tau=c.d2_tau, kappa=c.d2_kappa, mu=c.d2_mu, top_k=c.d2_top_k, regulariser=c.d2_regulariser,
+                per_token_lambda=c.d2_per_token_lambda)
+
+def _picks(labels, q, recs, n:int, c:SelectionConfig) -> dict[str, np.ndarray]:
+    "The indices of each rule: over all samples, or (per_task) the share within each dataset."
+    rules = lambda lab, qq, m, seed: {"round_robin": round_robin_select(lab, qq, m, c.noise), "quality": quality_select(qq, m),
+                                      "random": random_select(len(qq), m, seed)}
+    if not c.per_task: return rules(labels, q, n, c.seed)
+    groups = {}
+    for i, r in enumerate(recs): groups.setdefault(r["dataset"], []).append(i)
+    out = {m: [] for m in METHODS}
+    for j, (name, idx) in enumerate(sorted(groups.items())):
+        idx = np.array(idx)
+        for m, sub in rules(labels[idx], q[idx], n_to_select(len(idx), c.selection_percentage), c.seed + j).items(): out[m] += idx[sub].tolist()
+    return {m: np.array(v) for m, v in out.items()}
+
+# %% ../../nbs/select_moe/16_selection.ipynb #fa3c423a
 def _hist(q, edges): return np.histogram(q, bins=edges)[0].tolist()
 
 def select_from_router_data(router_data:str|Path, out_dir:str|Path,
@@ -137,12 +193,11 @@ def select_from_router_data(router_data:str|Path, out_dir:str|Path,
     "Select from one router-data directory; write the selections and the report into `out_dir`."
     c = (cfg or SelectionConfig()).replace(**overrides) if overrides else (cfg or SelectionConfig())
     data = load_router_data(router_data)
-    X, q, recs = routing_features(data, c.normalize, c.quality_key)
-    n = n_to_select(len(recs), c.selection_percentage)
+    X, q, recs = routing_features(data, c.normalize, c.quality_key, c.features, _d2_settings(c, router_data))
     labels, info = cluster_features(X, c.clustering, c.k, c.k_range, c.k_step, c.metric, c.choose, c.n_init, c.seed, c.workers,
                                     c.min_cluster_size, c.min_samples)
-    picks = {"round_robin": round_robin_select(labels, q, n, c.noise), "quality": quality_select(q, n),
-             "random": random_select(len(recs), n, c.seed)}
+    picks = _picks(labels, q, recs, n_to_select(len(recs), c.selection_percentage), c)
+    n = len(picks[c.method])
     out = Path(out_dir)
     for m, idx in picks.items():
         rows = [{"id": recs[i]["id"], "dataset": recs[i]["dataset"], "messages": recs[i]["messages"],
@@ -151,8 +206,8 @@ def select_from_router_data(router_data:str|Path, out_dir:str|Path,
         if m == c.method: save_jsonl(rows, out/"selected_data.jsonl")
     edges = np.linspace(q.min(), q.max() + 1e-12, 31)
     uniq, sizes = np.unique(labels, return_counts=True)
-    report = {"router_data": str(router_data), "n_samples": len(recs), "n_selected": n, "method": c.method,
-              "selection_percentage": c.selection_percentage, "quality_key": c.quality_key, "normalize": c.normalize,
+    report = {"router_data": str(router_data), "n_samples": len(recs), "n_selected": n, "method": c.method, "per_task": c.per_task,
+              "selection_percentage": c.selection_percentage, "quality_key": c.quality_key, "normalize": c.normalize, "features": c.features,
               "config": c.to_dict(), "clustering": info, "clusters": {int(k_): int(s) for k_, s in zip(uniq, sizes)},
               "picks_per_cluster": {m: {int(k_): int((labels[idx] == k_).sum()) for k_ in uniq} for m, idx in picks.items()},
               "quality_hist": {"edges": edges.tolist(), "all": _hist(q, edges), **{m: _hist(q[idx], edges) for m, idx in picks.items()}},
