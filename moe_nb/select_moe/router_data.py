@@ -7,6 +7,7 @@ Docs: https://moe-nb.github.io/moe_nb/select_moe/router_data.html.md"""
 # %% ../../nbs/select_moe/13_router_data.ipynb #2913d701
 from __future__ import annotations
 import re
+from typing import Iterator
 from pathlib import Path
 import torch
 from torch import nn
@@ -16,7 +17,8 @@ from ..runs import utc_stamp
 from ..data import encode_chat, collate, read_jsonl
 
 # %% auto #0
-__all__ = ['ROUTER_DATA_VERSION', 'READS_VERSIONS', 'SCORE_FIELDS', 'compute_router_data', 'save_router_data', 'load_router_data']
+__all__ = ['ROUTER_DATA_VERSION', 'READS_VERSIONS', 'SCORE_FIELDS', 'length_batches', 'compute_router_data', 'save_router_data',
+           'load_router_data']
 
 # %% ../../nbs/select_moe/13_router_data.ipynb #f890ff8d
 ROUTER_DATA_VERSION = 2
@@ -24,19 +26,22 @@ READS_VERSIONS = (1, 2)
 SCORE_FIELDS = ("gate_g", "gate_A", "gate_B", "nll_answer_cond", "nll_answer_alone", "ifd", "answer_tokens", "lm_hidden")
 _FIELDS = ("quality_score", "good_ratio", "quality_score_assistant", "good_ratio_assistant", "moe_logits", "n_tokens", "nll_assistant")
 
+def length_batches(enc:list[dict], batch_size:int, progress:bool=False, desc:str="") -> Iterator[list[int]]:
+    "Indices of `enc` in batches of similar length, longest first (little padding); a progress bar if asked."
+    from tqdm.auto import tqdm
+    order = sorted(range(len(enc)), key=lambda i: -len(enc[i]["input_ids"]))
+    for s in tqdm(range(0, len(order), batch_size), disable=not progress, desc=desc): yield order[s:s + batch_size]
+
 @torch.no_grad()
 def compute_router_data(model:nn.Module, records:list[dict], tok, batch_size:int=16, max_len:int=512,
                         template:str="tulu", progress:bool=False) -> dict[str, torch.Tensor]:
     "Per-sample router statistics (see above), in the order of `records`."
-    from tqdm.auto import tqdm
     if not records: raise ValueError("router data: the dataset is empty")
     model.eval()
     dev = next(model.parameters()).device
     enc = [encode_chat(r["messages"], tok, max_len=max_len, mode="assistant", template=template) for r in records]
-    order = sorted(range(len(enc)), key=lambda i: -len(enc[i]["input_ids"]))
     res = {k: [None] * len(enc) for k in _FIELDS}
-    for s in tqdm(range(0, len(order), batch_size), disable=not progress, desc="router data"):
-        idx = order[s:s + batch_size]
+    for idx in length_batches(enc, batch_size, progress, "router data"):
         b = collate([enc[i] for i in idx], pad_id=tok.pad_token_id)
         out = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev), output_router_logits=True)
         qs = torch.stack([d["quality_score"].squeeze(-1) for d in out.router_logits]).float()  # (L, B, T)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..data import encode_chat, collate
 from .model import QualityGate
+from .router_data import length_batches
 
 # %% auto #0
 __all__ = ['SCORERS', 'gate_shift', 'answer_nll', 'gate_derivatives', 'd2_score', 'lm_scores', 'gate_scores', 'score_records',
@@ -116,16 +117,13 @@ def _answer_only(messages:list[dict]) -> list[dict]:
 def lm_scores(model:nn.Module, records:list[dict], tok, batch_size:int=16, max_len:int=512, template:str="tulu",
               progress:bool=False) -> dict[str, torch.Tensor]:
     "Per sample: answer loss given the instruction and alone, IFD, answer tokens, and the mean last hidden state (see above)."
-    from tqdm.auto import tqdm
     if not records: raise ValueError("lm scores: the dataset is empty")
     model.eval(); dev = next(model.parameters()).device
     res = {}
     for key, msgs in (("cond", lambda r: r["messages"]), ("alone", lambda r: _answer_only(r["messages"]))):
         enc = [encode_chat(msgs(r), tok, max_len=max_len, mode="assistant", template=template) for r in records]
-        order = sorted(range(len(enc)), key=lambda i: -len(enc[i]["input_ids"]))
         nll, hid = torch.empty(len(enc)), [None] * len(enc)
-        for s in tqdm(range(0, len(order), batch_size), disable=not progress, desc=f"lm scores ({key})"):
-            idx = order[s:s + batch_size]
+        for idx in length_batches(enc, batch_size, progress, f"lm scores ({key})"):
             b = collate([enc[i] for i in idx], pad_id=tok.pad_token_id)
             out = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev), output_hidden_states=True)
             nll[idx] = answer_nll(out.logits, b["labels"].to(dev)).cpu()
@@ -142,14 +140,11 @@ def lm_scores(model:nn.Module, records:list[dict], tok, batch_size:int=16, max_l
 def gate_scores(model:nn.Module, records:list[dict], tok, batch_size:int=16, max_len:int=512, template:str="tulu",
                 progress:bool=False) -> dict[str, torch.Tensor]:
     "`gate_g`, `gate_A`, `gate_B` (N, L) for every record, in order (see `gate_derivatives`)."
-    from tqdm.auto import tqdm
     if not records: raise ValueError("gate scores: the dataset is empty")
     model.eval()
     enc = [encode_chat(r["messages"], tok, max_len=max_len, mode="assistant", template=template) for r in records]
-    order = sorted(range(len(enc)), key=lambda i: -len(enc[i]["input_ids"]))
     out = {k: torch.empty(len(enc), len(_gates(model))) for k in ("gate_g", "gate_A", "gate_B")}
-    for s in tqdm(range(0, len(order), batch_size), disable=not progress, desc="gate derivatives"):
-        idx = order[s:s + batch_size]
+    for idx in length_batches(enc, batch_size, progress, "gate derivatives"):
         d = gate_derivatives(model, collate([enc[i] for i in idx], pad_id=tok.pad_token_id))
         for k in ("g", "A", "B"): out["gate_" + k][idx] = d[k].cpu()
     return out
