@@ -260,7 +260,10 @@ def list_runs(runs_dir:str|Path="runs", pipeline:str|None=None) -> list[dict]:
     return sorted(rows, key=lambda r: (r["run"], r["pipeline"]))
 
 # %% ../nbs/09_runs.ipynb #fa681c7f
-def fmt_value(v): return f"{v:.4g}" if isinstance(v, float) else str(v)
+def fmt_value(v):
+    "A table cell: floats to 4 significant digits, lists and tuples of values element by element."
+    if isinstance(v, (list, tuple)): return "[" + ", ".join(fmt_value(x) for x in v) + "]"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 # %% ../nbs/09_runs.ipynb #37832e34
 def format_table(rows:list[dict], cols:list[str]) -> str:

@@ -13,8 +13,9 @@ import numpy as np
 from ..core import atomic_open, load_json
 
 # %% auto #0
-__all__ = ['ROW_KEYS', 'ARM_METHODS', 'eval_rows', 'table_rows', 'nll_rows', 'summarize', 'append_results', 'parse_arm',
-           'selection_specs', 'paired_diff']
+__all__ = ['ROW_KEYS', 'ARM_METHODS', 'LM_KEYS', 'KINDS', 'SCORE_TASKS', 'eval_rows', 'table_rows', 'nll_rows', 'summarize',
+           'append_results', 'parse_arm', 'selection_specs', 'paired_diff', 'arm_precision', 'arm_scoring',
+           'arm_scores', 'arm_report', 'plot_arms']
 
 # %% ../../nbs/select_moe/18_experiment.ipynb #87a1ec4d
 ROW_KEYS = ("model", "selection", "percentage", "seed", "task", "metric", "value", "stderr")
@@ -64,6 +65,7 @@ def append_results(path:str|Path, rows:list[dict]) -> Path:
 
 # %% ../../nbs/select_moe/18_experiment.ipynb #de51fcc2
 ARM_METHODS = ("round_robin", "quality", "random", "all")
+LM_KEYS = ("ifd", "neg_ifd", "length")  # the scores the small LM's pass (`lm_scores`) writes
 
 def parse_arm(arm:str, quality_key:str="good_ratio") -> dict:
     "An arm name as a dict: `name`, `method`, `quality_key`, `features`, `per_task`, `warmup` (faithful | gates)."
@@ -77,7 +79,8 @@ def parse_arm(arm:str, quality_key:str="good_ratio") -> dict:
     if method in ("random", "all") and (":" in head or features != "router" or (per_task and method == "all")):
         raise ValueError(f"arm {arm!r}: {method} takes no score or features")
     return {"name": arm, "method": method, "quality_key": key, "features": features, "per_task": per_task,
-            "warmup": "gates" if key == "d2" else "faithful"}
+            "warmup": "gates" if key == "d2" else "faithful",
+            "scorers": (["gate_derivatives"] if key == "d2" else []) + (["lm"] if key in LM_KEYS or features == "lm_hidden" else [])}
 
 def selection_specs(arms:list[str], quality_key:str="good_ratio") -> dict[tuple, list[dict]]:
     "The selection runs the arms need, keyed by (warmup, quality_key, features, per_task); `all` needs none."
@@ -95,3 +98,94 @@ def paired_diff(a:dict, b:dict, level:float=0.95) -> dict:
     if len(d) < 2: return {"n": 1, "mean": float(d[0]), "sem": None, "lo": None, "hi": None}
     sem = float(d.std(ddof=1) / math.sqrt(len(d))); h = float(stats.t.ppf((1 + level) / 2, len(d) - 1)) * sem
     return {"n": len(d), "mean": float(d.mean()), "sem": sem, "lo": float(d.mean()) - h, "hi": float(d.mean()) + h}
+
+# %% ../../nbs/select_moe/18_experiment.ipynb #4e1f04ed
+KINDS = ("wrong", "shuffled", "truncated", "boilerplate")  # the embedded data's corruption kinds
+SCORE_TASKS = {"moe_nb_heldout": ("acc", "mc_acc"), "moe_nb_answers": ("nll", "answer_nll")}  # task -> (metric, short name)
+
+def arm_precision(arm:dict, seeds:list, sel_runs:dict) -> list[float]|None:
+    "Each seed's selection precision of `arm` (for `all` the clean share of the data); None where a run lacks it."
+    if arm["method"] == "all": v = [m.get("clean_share_all") for m in sel_runs.values()][:1]
+    else: v = [sel_runs[s, arm["name"]].get(f"precision_{arm['method']}") for s in seeds]
+    return v if v and None not in v else None
+
+def arm_scoring(arm:dict, rd_metrics:list[dict]) -> dict:
+    "The AUC of `arm`'s score (overall, `_KIND`) and its scoring cost in s per 1,000 samples, averaged over seeds."
+    if arm["method"] in ("random", "all"): return {}
+    key, out = {"neg_nll_assistant": "neg_nll"}.get(arm["quality_key"], arm["quality_key"]), {}
+    for suf in [""] + [f"_{k}" for k in KINDS]:
+        v = [m.get(f"auc_{key}{suf}") for m in rd_metrics]
+        if v and None not in v: out[f"auc{suf}"] = float(np.mean(v))
+    out["cost_s_per_1k"] = float(np.mean([m["router_data_s_per_1k"] + sum(m.get(f"{n}_s_per_1k", 0) for n in arm["scorers"])
+                                          for m in rd_metrics]))
+    return out
+
+# %% ../../nbs/select_moe/18_experiment.ipynb #7c93e97f
+def arm_scores(arm:str, rows:list[dict], tasks:list[str]) -> dict:
+    "Held-out scores of `arm` over seeds (mean, `_std`) and paired against random (`_vs_random`, `_vs_random_ci`)."
+    out, by = {}, lambda name, t, m: {r["seed"]: r["value"] for r in rows if (r["arm"], r["task"], r["metric"]) == (name, t, m)}
+    for task in (t for t in tasks if t in SCORE_TASKS):
+        (metric, short), v = SCORE_TASKS[task], by(arm, task, SCORE_TASKS[task][0])
+        if not v: continue
+        x = np.array(list(v.values()), dtype=np.float64)
+        out[short], out[f"{short}_std"] = float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else None
+        if arm != "random" and (rnd := by("random", task, metric)):
+            d = paired_diff(v, rnd)
+            out[f"{short}_vs_random"], out[f"{short}_vs_random_ci"] = d["mean"], [d["lo"], d["hi"]]
+    return out
+
+# %% ../../nbs/select_moe/18_experiment.ipynb #37704b8c
+def _flat(name:str, row:dict) -> dict:
+    "An arm's row under the experiment metrics' flat names: precision_ARM, auc_ARM_KIND, answer_nll_ARM_minus_random_ci, ..."
+    out = {}
+    for k, v in row.items():
+        if k in ("arm", "precision_seeds"): continue
+        if k.startswith("auc"): out[f"auc_{name}{k[3:]}"] = v
+        elif k == "cost_s_per_1k": out[f"cost_s_per_1k_{name}"] = v
+        elif "_vs_random" in k: out[k.replace("_vs_random", f"_{name}_minus_random")] = v
+        elif k.endswith("_std"): out[f"{k[:-4]}_{name}_std"] = v
+        else: out[f"{k}_{name}"] = v
+    return out
+
+def arm_report(arms:list[str], rows:list[dict], sel_runs:dict, rd_runs:dict, quality_key:str="good_ratio",
+               tasks:list[str]=tuple(SCORE_TASKS)) -> tuple[dict, list[dict]]:
+    "The experiment's result as flat metrics and one row per arm, from its selection and router-data metrics and `eval_rows`."
+    seeds, rows, out, table = sorted({s for s, _ in sel_runs}), rows + nll_rows(rows), {}, []
+    for name in arms:
+        a = parse_arm(name, quality_key); row = {"arm": name}
+        if (prec := arm_precision(a, seeds, sel_runs)) is not None: row["precision"], row["precision_seeds"] = float(np.mean(prec)), prec
+        row.update(arm_scoring(a, [rd_runs[s, a["warmup"]] for s in seeds]))
+        row.update(arm_scores(name, rows, tasks))
+        table.append(row); out.update(_flat(name, row))
+    for task in (t for t in tasks if t in SCORE_TASKS):
+        b = [r["value"] for r in rows if (r["arm"], r["task"], r["metric"]) == ("base", task, SCORE_TASKS[task][0])]
+        if b: out[f"{SCORE_TASKS[task][1]}_base"] = b[0]
+    out["arms_beating_random"] = [r["arm"] for r in table if (r.get("answer_nll_vs_random_ci") or [None, None])[1] is not None
+                                  and r["answer_nll_vs_random_ci"][1] < 0]
+    return out, table
+
+# %% ../../nbs/select_moe/18_experiment.ipynb #0b0199ab
+def plot_arms(table:list[dict], title:str=""):
+    "The three panels of `arm_report`'s table: precision, answer NLL minus random with its 95% CI, AUC per corruption kind."
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(15, 0.45 * len(table) + 2.2))
+    y = np.arange(len(table))[::-1]
+    for i, r in zip(y, table):
+        if r["arm"] != "all" and "precision_seeds" in r: axes[0].scatter(r["precision_seeds"], [i] * len(r["precision_seeds"]), color="k", s=8, alpha=0.5)
+        if "precision" in r: axes[0].plot(r["precision"], i, "o", color="C0")
+        if "answer_nll_vs_random" in r:
+            m, (lo, hi) = r["answer_nll_vs_random"], r["answer_nll_vs_random_ci"]
+            axes[1].errorbar(m, i, xerr=None if lo is None else [[m - lo], [hi - m]], fmt="o", capsize=3,
+                             color="C2" if hi is not None and hi < 0 else "C3" if lo is not None and lo > 0 else "C7")
+        for j, k in enumerate(KINDS):
+            if f"auc_{k}" in r: axes[2].plot(r[f"auc_{k}"], i, "o^sD"[j], color=f"C{j}", label=k)
+    for r in table:
+        if r["arm"] == "all" and "precision" in r: axes[0].axvline(r["precision"], color="gray", ls=":", lw=1, label="clean share of the data"); axes[0].legend(fontsize=8)
+    axes[1].axvline(0, color="k", lw=0.8); axes[2].axvline(0.5, color="gray", ls=":", lw=1)
+    for ax, t in zip(axes, ("selection precision (share clean)", "answer NLL minus random, 95% CI (< 0: better)", "AUC of the arm's score per corruption")):
+        ax.set_yticks(y, [r["arm"] for r in table], fontsize=8); ax.set_title(t, fontsize=9)
+    h, l = axes[2].get_legend_handles_labels()
+    if h: axes[2].legend(dict(zip(l, h)).values(), dict(zip(l, h)).keys(), fontsize=7)
+    if title: fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
