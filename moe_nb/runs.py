@@ -222,18 +222,22 @@ class TinyLmParams(PipelineParams):
     save_model: bool                               # save the model and tokenizer in model/ (the leaderboard ranks it)
 
 # %% ../nbs/09_runs.ipynb #bbc83c85
-def _same(rd:Path, full:dict) -> bool:
-    try: return load_yaml(rd/"params.yaml") == yaml.safe_load(yaml.safe_dump(full))
+def _same(rd:Path, full:dict, defaults:dict|None=None) -> bool:
+    "Whether run `rd` had parameters `full`; one the pipeline gained since (absent from `rd`) matches at its default."
+    try: old = load_yaml(rd/"params.yaml")
     except (OSError, ValueError): return False
+    new, dflt = yaml.safe_load(yaml.safe_dump(full)), yaml.safe_load(yaml.safe_dump(defaults or {}))
+    return isinstance(old, dict) and set(old) <= set(new) and all(
+        old[k] == v if k in old else (k in dflt and dflt[k] == v) for k, v in new.items())
 
 def run_nested(notebook:str|Path, params:dict, runs_dir:str|Path, log=None, kernel_log:str="kernels.log") -> tuple[Path, dict]:
     "One step of a multi-run experiment under `runs_dir`: reused if done, resumed if not, run if new; a failure raises."
     import contextlib
-    from moe_nb.cli import resolve_params, writable_dir, resume_run, run_notebook  # the notebook runner sits above run directories
+    from moe_nb.cli import resolve_params, writable_dir, resume_run, run_notebook, notebook_params  # the runner sits above run directories
     t0 = time.time()
     nb, values, full = resolve_params(notebook, params)
-    root = writable_dir(runs_dir)
-    same = [d for d in sorted((root/nb.stem).glob("*/"), key=lambda d: d.name) if _same(d, full)]
+    root, defaults = writable_dir(runs_dir), {k: s["default"] for k, s in notebook_params(nb).items()}
+    same = [d for d in sorted((root/nb.stem).glob("*/"), key=lambda d: d.name) if _same(d, full, defaults)]
     done = [d for d in same if run_status(d) == "completed"]
     if done: rd, m = done[-1], read_metrics(done[-1])
     else:

@@ -44,6 +44,16 @@ def blocks(tok, n=12, t=32):
     from moe_nb.embedded import corpus_blocks
     return corpus_blocks(tok, 20, t, n_eval=2, seed=0)[0][:n]
 
+def score_all(router, recs, tok) -> dict:
+    "Router data with every score field: the router's statistics, its gate derivatives, and a small LM's scores."
+    from moe_nb.select_moe.router_data import compute_router_data
+    from moe_nb.select_moe.scores import gate_scores, lm_scores
+    from moe_nb.zoo import load_backbone
+    data = compute_router_data(router, recs, tok, batch_size=8, max_len=64)
+    data.update(gate_scores(router, recs, tok, batch_size=8, max_len=64))
+    data.update(lm_scores(load_backbone("tiny-qwen2-random", num_hidden_layers=1), recs, tok, batch_size=8, max_len=64))
+    return data
+
 def tiny_trainer(run_dir, steps, save_every):
     from moe_nb.zoo import load_backbone
     from moe_nb.engine import Trainer, TrainConfig
@@ -57,7 +67,7 @@ def write(root:Path) -> dict:
     from moe_nb.embedded import get_tokenizer
     from moe_nb.select_moe.model import convert_olmoe_to_select_moe
     from moe_nb.select_moe.router import prepare_router_training, save_router
-    from moe_nb.select_moe.router_data import compute_router_data, save_router_data
+    from moe_nb.select_moe.router_data import save_router_data
     from moe_nb.select_moe.selection import select_from_router_data
     from moe_nb.engine import Trainer, TrainConfig, add_lora
     from moe_nb.select_moe.finetune import save_adapter
@@ -87,7 +97,7 @@ def write(root:Path) -> dict:
         routers[mode] = m
 
     recs = records()  # Stage 2 -> 2b: router data of the full-rank router
-    data = compute_router_data(routers["full_rank"], recs, tok, batch_size=8, max_len=64)
+    data = score_all(routers["full_rank"], recs, tok)  # the router's statistics and every score field (version 2)
     save_router_data(root/"router_data", data, recs)
     ref["router_data"] = {"data": data, "ids": [r.get("id", str(i)) for i, r in enumerate(recs)]}
 
@@ -177,13 +187,13 @@ def read(root:Path) -> dict:
 
     def router_data():
         from moe_nb.select_moe.router import load_router
-        from moe_nb.select_moe.router_data import load_router_data, compute_router_data, _FIELDS
+        from moe_nb.select_moe.router_data import load_router_data, _FIELDS, SCORE_FIELDS
         d = load_router_data(root/"router_data")
         recs = records()
         by_id = {r["id"]: (name, j) for name, v in d.items() for j, r in enumerate(v["records"])}
         ids = [r.get("id", str(i)) for i, r in enumerate(recs)]
-        loaded = {k: torch.stack([d[by_id[i][0]][k][by_id[i][1]] for i in ids]) for k in _FIELDS}
-        again = compute_router_data(load_router(root/"router_full_rank"), recs, tok, batch_size=8, max_len=64)
+        loaded = {k: torch.stack([d[by_id[i][0]][k][by_id[i][1]] for i in ids]) for k in _FIELDS + SCORE_FIELDS}
+        again = score_all(load_router(root/"router_full_rank"), recs, tok)
         return {"loaded": loaded, "recomputed": again, "ids": ids}
 
     def selection():

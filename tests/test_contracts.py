@@ -40,6 +40,8 @@ def test_router(both, mode):
 def test_router_data(both):
     ref, got, _ = pair(both, "router_data")
     assert got["ids"] == ref["ids"]
+    from moe_nb.select_moe.router_data import SCORE_FIELDS
+    assert set(SCORE_FIELDS) <= set(ref["data"])                            # version 2: the score fields cross too
     for k, v in ref["data"].items():
         torch.testing.assert_close(got["loaded"][k], v, **exact, msg=k)     # the files hold exactly what was computed
         torch.testing.assert_close(got["recomputed"][k], v, **f32, msg=k)   # and a fresh process scores the same

@@ -122,3 +122,30 @@ def test_warmup_empty_dataset(tmp_path):
 def test_selection_out_of_range_refused_before_running(tmp_path):
     r = moe_nb("run", "select_moe_selection", "-p", "selection_percentage", "0", "--runs-dir", tmp_path/"runs", "--quiet")
     assert r.returncode == 2 and "selection_percentage=0.0: expected a value in (0, 1]" in r.stderr and not (tmp_path/"runs").exists(), r.stderr
+
+def test_gate_diagnosis(tmp_path):
+    "The faithful gate's diagnosis end to end: two warmup variants with their probes, the correlations, the score comparison."
+    runs = tmp_path/"runs"
+    r = moe_nb("run", "select_moe_gate_diagnosis", "--preset", "tiny", "--runs-dir", runs, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rd = only_run(runs, "select_moe_gate_diagnosis"); m = metrics(rd)
+    rows = [json.loads(l) for l in (rd/"variants.jsonl").read_text().splitlines()]
+    assert [x["name"] for x in rows] == ["seed settings", "gates only, per-sample regulariser"] and m["best_variant"] in {x["name"] for x in rows}
+    assert all(0 <= x[k] <= 1 for x in rows for k in ("auc", "auc_wrong", "auc_boilerplate", "probe_auc"))
+    warm = sorted((rd/"runs"/"select_moe_warmup").glob("*/"))
+    for w in warm:  # every warmup probed before its first step, every 2 steps and at its last
+        steps, probe = metrics(w)["steps"], [json.loads(l) for l in (w/"gate_probe.jsonl").read_text().splitlines()]
+        assert [x["step"] for x in probe] == sorted({0, *range(2, steps + 1, 2), steps}) and all(x["q05"] <= x["q50"] <= x["q95"] for x in probe)
+        assert probe[0]["gate_change"] == 0 < probe[-1]["gate_change"]
+    cor = [json.loads(l) for l in (rd/"correlates.jsonl").read_text().splitlines()]
+    assert {x["kind"] for x in cor} == {"all", "none", "wrong", "shuffled", "truncated", "boilerplate"} and len(cor) == 6 * 4
+    assert all(-1 <= x["spearman"] <= 1 for x in cor) and m["strongest_correlate"] in {x["variable"] for x in cor}
+    scores = {x["score"]: x for x in map(json.loads, (rd/"scores.jsonl").read_text().splitlines())}
+    assert len(scores) == 7 and 0 <= scores["D2, lambda per token"]["precision"] <= 1
+    # the good ratio's AUC two ways: the router-data pipeline's, and the comparison's own from the saved router data
+    assert abs(scores["good ratio (faithful)"]["auc"] - m["auc_gates_only_per_sample_regulariser"]) < 1e-9
+    for f in ("variants.png", "probe.png", "correlates.png"): assert (rd/f).read_bytes()[:4] == b"\x89PNG"
+
+def test_gate_diagnosis_bad_variant(tmp_path):
+    r = moe_nb("run", "select_moe_gate_diagnosis", "--preset", "tiny", "-p", "d2_variant", "gates", "--runs-dir", tmp_path, "--quiet")
+    assert r.returncode == 2 and "parameter 'd2_variant': 'gates' is not one of the variants" in r.stderr, r.stderr

@@ -88,6 +88,11 @@ def test_experiment(experiment):
     gates = [metrics(d) for d in (sub/"select_moe_warmup").iterdir() if yaml_params(d)["train_routers"] is False]
     assert len(gates) == 2 and all(g["trainable_params"] == 2 * 64 for g in gates)  # the quality gates of 2 layers only
     assert m["precision_all"] == pytest.approx(0.7)  # the embedded data's clean share
+    # what each selection covers: the "all" arm is the data's own mix; per task keeps it (10% of each dataset)
+    assert m["domain_kl_all"] == 0 and m["domain_kl_round_robin:neg_ifd@lm_hidden/task"] == pytest.approx(0, abs=1e-9)
+    assert all(m[f"domain_kl_{a}"] >= 0 for a in arms)
+    table = [json.loads(l) for l in (experiment/"arms.jsonl").read_text().splitlines()]
+    assert all(sum(v for k, v in r.items() if k.startswith("share_")) == pytest.approx(1) for r in table)
     # the fine-tuned arms all beat the base model on answer NLL; all the data beats 10% of it
     assert all(m[f"answer_nll_{a}"] < m["answer_nll_base"] for a in ("round_robin", "quality", "random", "all"))
     assert m["answer_nll_all"] < m["answer_nll_random"]

@@ -15,7 +15,7 @@ from ..core import atomic_open, load_json
 # %% auto #0
 __all__ = ['ROW_KEYS', 'ARM_METHODS', 'LM_KEYS', 'KINDS', 'SCORE_TASKS', 'eval_rows', 'table_rows', 'nll_rows', 'summarize',
            'append_results', 'parse_arm', 'selection_specs', 'paired_diff', 'arm_precision', 'arm_scoring',
-           'arm_scores', 'arm_report', 'plot_arms']
+           'arm_scores', 'arm_coverage', 'arm_report', 'plot_arms']
 
 # %% ../../nbs/select_moe/18_experiment.ipynb #87a1ec4d
 ROW_KEYS = ("model", "selection", "percentage", "seed", "task", "metric", "value", "stderr")
@@ -99,7 +99,7 @@ def paired_diff(a:dict, b:dict, level:float=0.95) -> dict:
     sem = float(d.std(ddof=1) / math.sqrt(len(d))); h = float(stats.t.ppf((1 + level) / 2, len(d) - 1)) * sem
     return {"n": len(d), "mean": float(d.mean()), "sem": sem, "lo": float(d.mean()) - h, "hi": float(d.mean()) + h}
 
-# %% ../../nbs/select_moe/18_experiment.ipynb #4e1f04ed
+# %% ../../nbs/select_moe/18_experiment.ipynb #7aab3636
 KINDS = ("wrong", "shuffled", "truncated", "boilerplate")  # the embedded data's corruption kinds
 SCORE_TASKS = {"moe_nb_heldout": ("acc", "mc_acc"), "moe_nb_answers": ("nll", "answer_nll")}  # task -> (metric, short name)
 
@@ -120,7 +120,7 @@ def arm_scoring(arm:dict, rd_metrics:list[dict]) -> dict:
                                           for m in rd_metrics]))
     return out
 
-# %% ../../nbs/select_moe/18_experiment.ipynb #7c93e97f
+# %% ../../nbs/select_moe/18_experiment.ipynb #bcff9d62
 def arm_scores(arm:str, rows:list[dict], tasks:list[str]) -> dict:
     "Held-out scores of `arm` over seeds (mean, `_std`) and paired against random (`_vs_random`, `_vs_random_ci`)."
     out, by = {}, lambda name, t, m: {r["seed"]: r["value"] for r in rows if (r["arm"], r["task"], r["metric"]) == (name, t, m)}
@@ -134,7 +134,24 @@ def arm_scores(arm:str, rows:list[dict], tasks:list[str]) -> dict:
             out[f"{short}_vs_random"], out[f"{short}_vs_random_ci"] = d["mean"], [d["lo"], d["hi"]]
     return out
 
-# %% ../../nbs/select_moe/18_experiment.ipynb #37704b8c
+# %% ../../nbs/select_moe/18_experiment.ipynb #5ab929cf
+def arm_coverage(arm:dict, seeds:list, sel_runs:dict) -> dict:
+    "Mean over seeds of `arm`'s share of each dataset (`share_NAME`) and of its mix's KL divergence from the data's (`domain_kl`)."
+    from moe_nb.data import read_jsonl
+    runs = [sel_runs[s, arm["name"]] if arm["method"] != "all" else next(iter(sel_runs.values())) for s in seeds]
+    if not runs or any("dir" not in m or "router_data_dir" not in m for m in runs): return {}
+    shares, kls = [], []
+    for m in runs:
+        data = {k: v["n"] for k, v in load_json(Path(m["router_data_dir"])/"manifest.json")["datasets"].items()}
+        p_data = np.array(list(data.values()), dtype=np.float64) / sum(data.values())
+        if arm["method"] == "all": p = p_data
+        else:
+            picked = [r.get("dataset") for r in read_jsonl(Path(m["dir"])/"selected"/f"{arm['method']}.jsonl", kind="messages")]
+            p = np.array([picked.count(k) for k in data], dtype=np.float64) / max(1, len(picked))
+        shares.append(dict(zip(data, p))); kls.append(float(sum(a * math.log(a / b) for a, b in zip(p, p_data) if a > 0)))
+    return {**{f"share_{k}": float(np.mean([sh.get(k, 0.0) for sh in shares])) for k in shares[0]}, "domain_kl": float(np.mean(kls))}
+
+# %% ../../nbs/select_moe/18_experiment.ipynb #b08e9d14
 def _flat(name:str, row:dict) -> dict:
     "An arm's row under the experiment metrics' flat names: precision_ARM, auc_ARM_KIND, answer_nll_ARM_minus_random_ci, ..."
     out = {}
@@ -144,6 +161,7 @@ def _flat(name:str, row:dict) -> dict:
         elif k == "cost_s_per_1k": out[f"cost_s_per_1k_{name}"] = v
         elif "_vs_random" in k: out[k.replace("_vs_random", f"_{name}_minus_random")] = v
         elif k.endswith("_std"): out[f"{k[:-4]}_{name}_std"] = v
+        elif k.startswith("share_"): continue  # in the table only
         else: out[f"{k}_{name}"] = v
     return out
 
@@ -154,7 +172,7 @@ def arm_report(arms:list[str], rows:list[dict], sel_runs:dict, rd_runs:dict, qua
     for name in arms:
         a = parse_arm(name, quality_key); row = {"arm": name}
         if (prec := arm_precision(a, seeds, sel_runs)) is not None: row["precision"], row["precision_seeds"] = float(np.mean(prec)), prec
-        row.update(arm_scoring(a, [rd_runs[s, a["warmup"]] for s in seeds]))
+        row.update(arm_scoring(a, [rd_runs[s, a["warmup"]] for s in seeds])); row.update(arm_coverage(a, seeds, sel_runs))
         row.update(arm_scores(name, rows, tasks))
         table.append(row); out.update(_flat(name, row))
     for task in (t for t in tasks if t in SCORE_TASKS):
@@ -164,11 +182,11 @@ def arm_report(arms:list[str], rows:list[dict], sel_runs:dict, rd_runs:dict, qua
                                   and r["answer_nll_vs_random_ci"][1] < 0]
     return out, table
 
-# %% ../../nbs/select_moe/18_experiment.ipynb #0b0199ab
+# %% ../../nbs/select_moe/18_experiment.ipynb #8efce083
 def plot_arms(table:list[dict], title:str=""):
-    "The three panels of `arm_report`'s table: precision, answer NLL minus random with its 95% CI, AUC per corruption kind."
+    "The panels of `arm_report`'s table: precision, answer NLL minus random with its 95% CI, AUC per corruption kind, dataset mix."
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(15, 0.45 * len(table) + 2.2))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 0.45 * len(table) + 2.2))
     y = np.arange(len(table))[::-1]
     for i, r in zip(y, table):
         if r["arm"] != "all" and "precision_seeds" in r: axes[0].scatter(r["precision_seeds"], [i] * len(r["precision_seeds"]), color="k", s=8, alpha=0.5)
@@ -179,13 +197,19 @@ def plot_arms(table:list[dict], title:str=""):
                              color="C2" if hi is not None and hi < 0 else "C3" if lo is not None and lo > 0 else "C7")
         for j, k in enumerate(KINDS):
             if f"auc_{k}" in r: axes[2].plot(r[f"auc_{k}"], i, "o^sD"[j], color=f"C{j}", label=k)
+        left = 0.0
+        for j, k in enumerate(sorted(x for x in r if x.startswith("share_"))):
+            axes[3].barh(i, r[k], left=left, color=f"C{j + 4}", label=k[6:]); left += r[k]
+        if "domain_kl" in r: axes[3].text(1.01, i, f"{r['domain_kl']:.2f}", va="center", fontsize=7)
     for r in table:
         if r["arm"] == "all" and "precision" in r: axes[0].axvline(r["precision"], color="gray", ls=":", lw=1, label="clean share of the data"); axes[0].legend(fontsize=8)
     axes[1].axvline(0, color="k", lw=0.8); axes[2].axvline(0.5, color="gray", ls=":", lw=1)
-    for ax, t in zip(axes, ("selection precision (share clean)", "answer NLL minus random, 95% CI (< 0: better)", "AUC of the arm's score per corruption")):
+    for ax, t in zip(axes, ("selection precision (share clean)", "answer NLL minus random, 95% CI (< 0: better)", "AUC of the arm's score per corruption",
+                            "share of each dataset (KL from the data's mix, nats)")):
         ax.set_yticks(y, [r["arm"] for r in table], fontsize=8); ax.set_title(t, fontsize=9)
-    h, l = axes[2].get_legend_handles_labels()
-    if h: axes[2].legend(dict(zip(l, h)).values(), dict(zip(l, h)).keys(), fontsize=7)
+    for ax in axes[2:]:
+        h, l = ax.get_legend_handles_labels()
+        if h: ax.legend(dict(zip(l, h)).values(), dict(zip(l, h)).keys(), fontsize=7)
     if title: fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -15,7 +15,8 @@ from ..runs import PipelineParams, find_run
 
 # %% auto #0
 __all__ = ['SelectMoeEvalParams', 'SelectMoeExperimentParams', 'SelectMoeFinetuneParams', 'SelectMoeResultsParams',
-           'SelectMoeRouterDataParams', 'SelectMoeSelectionParams', 'SelectMoeWarmupParams']
+           'SelectMoeRouterDataParams', 'SelectMoeSelectionParams', 'SelectMoeWarmupParams',
+           'SelectMoeGateDiagnosisParams']
 
 # %% ../../nbs/select_moe/19_pipelines.ipynb #11fcf68a
 @dataclass(kw_only=True)
@@ -255,6 +256,8 @@ class SelectMoeWarmupParams(PipelineParams):
     mask_format_tokens: bool
     template: str                                  # chat template of the encoding: "tulu" or "chatml"
     tracker: str                                   # tensorboard, wandb (offline unless WANDB_MODE is set), trackio or none
+    probe_every: int                               # 0: off; N: a GateProbe every N steps on probe_n held-out labelled samples (embedded data)
+    probe_n: int
 
 # %% ../../nbs/select_moe/19_pipelines.ipynb #b8f27028
 @patch
@@ -271,3 +274,71 @@ def training_data(self:SelectMoeWarmupParams, tok) -> tuple[list[dict], list[int
     train = [e for e in train if any(l != -100 for l in e["labels"])]
     if not train: raise ValueError(f"data={self.data!r}: no sample of the subset has tokens to train on (encoding_mode={self.encoding_mode!r})")
     return records, subset, train
+
+# %% ../../nbs/select_moe/19_pipelines.ipynb #d532309f
+@patch
+def gate_probe(self:SelectMoeWarmupParams, tok, records:list[dict], subset:list[int]):
+    "A `GateProbe` on `probe_n` seeded samples outside the warmup subset (from all if too few are left), or None with `probe_every` 0."
+    import random
+    from moe_nb.core import ConfigError
+    from moe_nb.embedded import embedded_instructions
+    from moe_nb.data import encode_chat
+    from moe_nb.select_moe.diagnosis import GateProbe
+    if self.probe_every <= 0: return None
+    if self.data != "embedded": raise ConfigError(f"probe_every={self.probe_every}: the probe needs labelled data; data={self.data!r} has none (use data: embedded)")
+    labels, rest = embedded_instructions(self.n_embedded, self.bad_fraction, seed=0)[1], sorted(set(range(len(records))) - set(subset))
+    pool = rest if len(rest) >= self.probe_n else range(len(records))  # a warmup on (nearly) all the data is probed on data it saw
+    pick = sorted(random.Random(self.seed + 1).sample(pool, min(self.probe_n, len(pool))))
+    enc = [encode_chat(records[i]["messages"], tok, max_len=self.max_len, mode=self.encoding_mode, template=self.template) for i in pick]
+    keep = [j for j, e in enumerate(enc) if any(l != -100 for l in e["labels"])]
+    return GateProbe([enc[j] for j in keep], [labels[pick[j]]["clean"] for j in keep], tok.pad_token_id, self.probe_every)
+
+# %% ../../nbs/select_moe/19_pipelines.ipynb #78b9857a
+@dataclass(kw_only=True)
+class SelectMoeGateDiagnosisParams(PipelineParams):
+    "Parameters of the select_moe_gate_diagnosis pipeline."
+    PIPELINE: ClassVar[str] = "select_moe_gate_diagnosis"
+    seed: int
+    model: str                                     # the Select-MoE router's base OLMoE
+    n_embedded: int
+    bad_fraction: float
+    warmup_params: dict                            # parameters of select_moe_warmup shared by every variant
+    variants: dict                                 # name -> the warmup parameters that variant changes; the first is the reference
+    d2_variant: str                                # the variant whose router data also gets the gate derivatives ("": none)
+    probe_every: int                               # GateProbe interval (optimizer steps) of every variant
+    probe_n: int                                   # held-out samples the probe scores
+    n_correlate: int                               # samples whose answer tokens the correlations use (0: all)
+    share: float                                   # the selected share for the precision of the score comparison
+    def __post_init__(self):
+        super().__post_init__()
+        from moe_nb.core import ConfigError
+        known = set(SelectMoeWarmupParams.fields())
+        if not self.variants: raise ConfigError("parameter 'variants': expected at least one warmup variant")
+        if self.d2_variant and self.d2_variant not in self.variants:
+            raise ConfigError(f"parameter 'd2_variant': {self.d2_variant!r} is not one of the variants {list(self.variants)}")
+        for name, over in {"warmup_params": self.warmup_params, **{f"variants[{k!r}]": v for k, v in self.variants.items()}}.items():
+            if not isinstance(over, dict): raise ConfigError(f"parameter '{name}': expected a mapping of warmup parameters, got {over!r}")
+            if bad := sorted(set(over) - known): raise ConfigError(f"parameter '{name}': {bad} are not select_moe_warmup parameters")
+
+# %% ../../nbs/select_moe/19_pipelines.ipynb #7fbf7da5
+@patch
+def warmups(self:SelectMoeGateDiagnosisParams) -> dict[str, dict]:
+    "Each variant's full select_moe_warmup parameters: the shared data, seed, probe and `warmup_params`, then its own changes."
+    base = dict(seed=self.seed, model=self.model, data="embedded", n_embedded=self.n_embedded, bad_fraction=self.bad_fraction,
+                probe_every=self.probe_every, probe_n=self.probe_n, **self.warmup_params)
+    return {name: {**base, **over} for name, over in self.variants.items()}
+
+@patch
+def correlates(self:SelectMoeGateDiagnosisParams, router_dir:str|Path) -> tuple[dict, list[dict]]:
+    "The token gates of a warmed-up router on `n_correlate` seeded samples (`token_gates`), and those samples' labels."
+    import random
+    from moe_nb.data import encode_chat
+    from moe_nb.embedded import embedded_instructions
+    from moe_nb.select_moe.router import load_router
+    from moe_nb.select_moe.diagnosis import token_gates
+    from moe_nb.zoo import tokenizer_for
+    records, labels = embedded_instructions(self.n_embedded, self.bad_fraction, seed=0)
+    pick = sorted(random.Random(self.seed).sample(range(len(records)), self.n_correlate)) if 0 < self.n_correlate < len(records) else range(len(records))
+    tok, model, wp = tokenizer_for(self.model), load_router(router_dir), self.warmups()[next(iter(self.variants))]
+    enc = [encode_chat(records[i]["messages"], tok, max_len=wp.get("max_len", 256), mode="assistant", template=wp.get("template", "tulu")) for i in pick]
+    return token_gates(model, enc, tok.pad_token_id), [labels[i] for i in pick]

@@ -11,14 +11,15 @@ from typing import Iterator
 from pathlib import Path
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from ..core import save_json, load_json, save_tensors, load_tensors, save_jsonl, atomic_dir
 from ..runs import utc_stamp
 from ..data import encode_chat, collate, read_jsonl
 
 # %% auto #0
-__all__ = ['ROUTER_DATA_VERSION', 'READS_VERSIONS', 'SCORE_FIELDS', 'length_batches', 'compute_router_data', 'save_router_data',
-           'load_router_data']
+__all__ = ['ROUTER_DATA_VERSION', 'READS_VERSIONS', 'SCORE_FIELDS', 'length_batches', 'answer_nll', 'compute_router_data',
+           'save_router_data', 'load_router_data']
 
 # %% ../../nbs/select_moe/13_router_data.ipynb #f890ff8d
 ROUTER_DATA_VERSION = 2
@@ -32,6 +33,14 @@ def length_batches(enc:list[dict], batch_size:int, progress:bool=False, desc:str
     order = sorted(range(len(enc)), key=lambda i: -len(enc[i]["input_ids"]))
     for s in tqdm(range(0, len(order), batch_size), disable=not progress, desc=desc): yield order[s:s + batch_size]
 
+def answer_nll(logits:torch.Tensor, labels:torch.Tensor) -> torch.Tensor:
+    "Per-sample mean next-token loss over the labelled tokens (B,); NaN for a sample without any."
+    lg, lb = logits[:, :-1], labels[:, 1:].to(logits.device)
+    lg = lg if lg.dtype == torch.float64 else lg.float()  # float64 stays float64 (finite-difference checks)
+    on = (lb != -100).to(lg.dtype)
+    return (F.cross_entropy(lg.transpose(1, 2), lb.clamp_min(0), reduction="none") * on).sum(1) / on.sum(1)
+
+# %% ../../nbs/select_moe/13_router_data.ipynb #15b1cc2f
 @torch.no_grad()
 def compute_router_data(model:nn.Module, records:list[dict], tok, batch_size:int=16, max_len:int=512,
                         template:str="tulu", progress:bool=False) -> dict[str, torch.Tensor]:
@@ -54,9 +63,7 @@ def compute_router_data(model:nn.Module, records:list[dict], tok, batch_size:int
             for j, i in enumerate(idx): res["quality_score" + key][i], res["good_ratio" + key][i] = qs[j], gs[j]
         m = b["attention_mask"].to(dev).float()
         ml = (lg * m[:, None, :, None]).sum(2) / m.sum(1)[:, None, None]
-        lb = b["labels"][:, 1:].to(dev); on = (lb != -100).float()
-        nll = torch.nn.functional.cross_entropy(out.logits[:, :-1].float().transpose(1, 2), lb.clamp_min(0), reduction="none")
-        nll = (nll * on).sum(1) / on.sum(1).clamp_min(1)
+        nll = answer_nll(out.logits, b["labels"])  # NaN for a sample whose answer was cut away entirely
         for j, i in enumerate(idx): res["moe_logits"][i], res["n_tokens"][i], res["nll_assistant"][i] = ml[j], m[j].sum(), nll[j]
     return {k: torch.stack(v).cpu() for k, v in res.items()}
 

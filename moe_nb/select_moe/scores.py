@@ -11,14 +11,13 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from ..data import encode_chat, collate
 from .model import QualityGate
-from .router_data import length_batches
+from .router_data import length_batches, answer_nll  # answer_nll: the router data's own nll_assistant
 
 # %% auto #0
-__all__ = ['SCORERS', 'gate_shift', 'answer_nll', 'gate_derivatives', 'd2_score', 'lm_scores', 'gate_scores', 'score_records',
+__all__ = ['SCORERS', 'gate_shift', 'gate_derivatives', 'd2_score', 'lm_scores', 'gate_scores', 'score_records',
            'corruption_aucs']
 
 # %% ../../nbs/select_moe/13a_scores.ipynb #56f31f7d
@@ -42,13 +41,6 @@ def gate_shift(model:nn.Module, shift:torch.Tensor, mask:torch.Tensor, record:li
         for h in hs: h.remove()
 
 # %% ../../nbs/select_moe/13a_scores.ipynb #e7762d86
-def answer_nll(logits:torch.Tensor, labels:torch.Tensor) -> torch.Tensor:
-    "Per-sample mean next-token loss over the labelled tokens (B,); NaN for a sample without any."
-    lg, lb = logits[:, :-1], labels[:, 1:].to(logits.device)
-    lg = lg if lg.dtype == torch.float64 else lg.float()  # float64 stays float64 (finite-difference checks)
-    on = (lb != -100).to(lg.dtype)
-    return (F.cross_entropy(lg.transpose(1, 2), lb.clamp_min(0), reduction="none") * on).sum(1) / on.sum(1)
-
 @contextmanager
 def _eager_frozen(model:nn.Module):
     "Eager attention (double backward) and no parameter gradients, restored afterwards."

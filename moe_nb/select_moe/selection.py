@@ -70,14 +70,14 @@ def _need(d:dict, key:str):
                          f"(scores=['gate_derivatives', 'lm'])")
 
 def sample_quality(d:dict, key:str, d2:dict|None=None) -> torch.Tensor:
-    "One dataset's per-sample quality under `key`, higher is better (see above); `d2`: keyword arguments of `d2_score`."
+    "One dataset's per-sample quality under `key`, higher is better (see above); a sample it cannot score (NaN) ranks last."
     _need(d, key)
-    if key == "neg_nll_assistant": return -d["nll_assistant"].double()
-    if key == "d2": return torch.from_numpy(d2_score(d["gate_A"], d["gate_B"], g=d["gate_g"], n_tokens=d["n_tokens"], **(d2 or {})))
-    if key == "ifd": i = d["ifd"].double(); return torch.where(i < 1, i, -i)
-    if key == "neg_ifd": return -d["ifd"].double()
-    if key == "length": return d["answer_tokens"].double()
-    return d[key].double()
+    get = {"neg_nll_assistant": lambda: -d["nll_assistant"].double(), "neg_ifd": lambda: -d["ifd"].double(),
+           "d2": lambda: torch.from_numpy(d2_score(d["gate_A"], d["gate_B"], g=d["gate_g"], n_tokens=d["n_tokens"], **(d2 or {}))),
+           "ifd": lambda: torch.where(d["ifd"].double() < 1, d["ifd"].double(), -d["ifd"].double()),
+           "length": lambda: d["answer_tokens"].double()}
+    q = get.get(key, lambda: d[key].double())()
+    return torch.nan_to_num(q, nan=-torch.finfo(torch.float64).max)  # e.g. no answer token left after truncation
 
 def routing_features(data:dict, normalize:Literal["none", "softmax", "zscore"]="none", quality_key:str="good_ratio",
                      features:Literal["router", "lm_hidden"]="router", d2:dict|None=None) -> tuple[np.ndarray, np.ndarray, list[dict]]:
