@@ -70,6 +70,7 @@ class QualityGate(nn.Module):
     def __init__(self, config:SelectMoeConfig):
         super().__init__()
         self.gate = nn.Linear(config.hidden_size, 1, bias=False)
+        self.gate._quality_gate = True  # initialised from the config's mean and std, not as the backbone's linears
         nn.init.normal_(self.gate.weight, config.quality_gate_init_mean, config.quality_gate_init_std)
         self.force_good: float|None = None  # a constant good ratio, for checks
 
@@ -136,9 +137,9 @@ class SelectMoePreTrainedModel(OlmoePreTrainedModel):
     def _can_set_experts_implementation(cls) -> bool: return True  # the stock experts module dispatches on experts_implementation
     @torch.no_grad()
     def _init_weights(self, module):
-        super()._init_weights(module)
-        if isinstance(module, QualityGate):
-            nn.init.normal_(module.gate.weight, self.config.quality_gate_init_mean, self.config.quality_gate_init_std)
+        if getattr(module, "_quality_gate", False):  # the gate's own Linear: the backbone's rule would overwrite the seed's init
+            nn.init.normal_(module.weight, self.config.quality_gate_init_mean, self.config.quality_gate_init_std)
+        else: super()._init_weights(module)
 
 # %% ../../nbs/select_moe/11_model.ipynb #20d6d16d
 def _token_mask(attention_mask, T:int):
