@@ -133,9 +133,9 @@ def test_gate_diagnosis(tmp_path):
     assert [x["name"] for x in rows] == ["seed settings", "gates only, per-sample regulariser"] and m["best_variant"] in {x["name"] for x in rows}
     assert all(0 <= x[k] <= 1 for x in rows for k in ("auc", "auc_wrong", "auc_boilerplate", "probe_auc"))
     warm = sorted((rd/"runs"/"select_moe_warmup").glob("*/"))
-    for w in warm:  # every warmup probed before its first step, every 2 steps and at its last
+    for w in warm:  # every warmup probed before its first step, every 4 steps and at its last
         steps, probe = metrics(w)["steps"], [json.loads(l) for l in (w/"gate_probe.jsonl").read_text().splitlines()]
-        assert [x["step"] for x in probe] == sorted({0, *range(2, steps + 1, 2), steps}) and all(x["q05"] <= x["q50"] <= x["q95"] for x in probe)
+        assert [x["step"] for x in probe] == sorted({0, *range(4, steps + 1, 4), steps}) and all(x["q05"] <= x["q50"] <= x["q95"] for x in probe)
         assert probe[0]["gate_change"] == 0 < probe[-1]["gate_change"]
     cor = [json.loads(l) for l in (rd/"correlates.jsonl").read_text().splitlines()]
     assert {x["kind"] for x in cor} == {"all", "none", "wrong", "shuffled", "truncated", "boilerplate"} and len(cor) == 6 * 4

@@ -178,7 +178,7 @@ def arm_report(arms:list[str], rows:list[dict], sel_runs:dict, rd_runs:dict, qua
     for task in (t for t in tasks if t in SCORE_TASKS):
         b = [r["value"] for r in rows if (r["arm"], r["task"], r["metric"]) == ("base", task, SCORE_TASKS[task][0])]
         if b: out[f"{SCORE_TASKS[task][1]}_base"] = b[0]
-    out["arms_beating_random"] = [r["arm"] for r in table if (r.get("answer_nll_vs_random_ci") or [None, None])[1] is not None
+    out["arms_beating_random"] = [r["arm"] for r in table if r["arm"] != "all" and (r.get("answer_nll_vs_random_ci") or [None, None])[1] is not None
                                   and r["answer_nll_vs_random_ci"][1] < 0]
     return out, table
 
