@@ -17,8 +17,9 @@ from ..data import collate
 from .router_data import length_batches
 
 # %% auto #0
-__all__ = ['KIND_MARKERS', 'token_gates', 'gate_correlates', 'gate_by', 'GateProbe', 'score_variants', 'plot_sweep',
-           'plot_probes', 'plot_correlates', 'sweep_row', 'd2_variants', 'compare_scores', 'diagnosis_metrics']
+__all__ = ['KIND_MARKERS', 'token_gates', 'sample_means', 'gate_correlates', 'gate_by', 'GateProbe', 'score_variants',
+           'plot_sweep', 'plot_probes', 'plot_correlates', 'sweep_row', 'd2_variants', 'compare_scores',
+           'diagnosis_metrics']
 
 # %% ../../nbs/select_moe/13b_gate_diagnosis.ipynb #435a1358
 @torch.no_grad()
@@ -38,6 +39,10 @@ def token_gates(model, enc:list[dict], pad_id:int, batch_size:int=16) -> dict[st
     model.train(was)
     return {k: torch.cat(v).numpy() for k, v in cols.items()}
 
+def sample_means(tg:dict, n:int, key:str="gate") -> np.ndarray:
+    "The mean of `tg[key]` over each of the `n` samples' target tokens (0 for a sample without any): a good ratio for `gate`."
+    return np.bincount(tg["sample"], tg[key], minlength=n) / np.maximum(1, np.bincount(tg["sample"], minlength=n))
+
 # %% ../../nbs/select_moe/13b_gate_diagnosis.ipynb #dab72065
 def gate_correlates(tg:dict, labels:list[dict]) -> list[dict]:
     "Spearman correlation of the token gate with log token frequency, position, sample length and token NLL: all tokens, and per sample kind."
@@ -55,8 +60,7 @@ def gate_correlates(tg:dict, labels:list[dict]) -> list[dict]:
 
 def gate_by(tg:dict, labels:list[dict], key:str="dataset") -> list[dict]:
     "Mean sample good ratio (mean gate over its answer tokens) per (`key`, corruption kind), with the number of samples."
-    s = np.bincount(tg["sample"], tg["gate"], minlength=len(labels)) / np.maximum(1, np.bincount(tg["sample"], minlength=len(labels)))
-    has = np.bincount(tg["sample"], minlength=len(labels)) > 0
+    s, has = sample_means(tg, len(labels)), np.bincount(tg["sample"], minlength=len(labels)) > 0
     groups = {}
     for i, l in enumerate(labels):
         if has[i]: groups.setdefault((l[key], l["corruption"]), []).append(s[i])
@@ -77,7 +81,7 @@ class GateProbe(Hook):
         if self.w0 is None: self.w0 = w.tolist()
         w0 = torch.tensor(self.w0)
         tg = token_gates(model, self.enc, self.pad_id, self.batch_size)
-        s = np.bincount(tg["sample"], tg["gate"], minlength=len(self.enc)) / np.maximum(1, np.bincount(tg["sample"], minlength=len(self.enc)))
+        s = sample_means(tg, len(self.enc))
         row = {"step": step, **{f"q{round(100 * q):02d}": float(np.quantile(tg["gate"], q)) for q in self.QUANTILES},
                "good_clean": float(s[self.clean].mean()), "good_corrupted": float(s[~self.clean].mean()), "auc": float(roc_auc_score(self.clean, s)),
                "gate_change": float((w - w0).norm() / w0.norm().clamp_min(1e-12))}
