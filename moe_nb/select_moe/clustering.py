@@ -17,7 +17,8 @@ import torch
 from .silhouette import silhouette_score, as_points, unit_rows
 
 # %% auto #0
-__all__ = ['kmeans_plusplus', 'KMeansResult', 'kmeans', 'elbow_k', 'allocate', 'search_k', 'hdbscan_auto_params', 'hdbscan']
+__all__ = ['ALGORITHMS', 'kmeans_plusplus', 'KMeansResult', 'kmeans', 'elbow_k', 'allocate', 'search_k', 'hdbscan_auto_params',
+           'hdbscan']
 
 # %% ../../nbs/select_moe/15_clustering.ipynb #30a80bc6
 def _assign(X:torch.Tensor, C:torch.Tensor, metric:str, chunk:int, xx:torch.Tensor|None=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,17 +40,18 @@ def kmeans_plusplus(X:torch.Tensor, k:int, generator:torch.Generator, n_local_tr
     "Greedy k-means++ centres (scikit-learn's rule), drawn with a CPU generator so any device gives the same result."
     N = X.shape[0]
     trials = n_local_trials or 2 + int(math.log(k))
+    xx = (X * X).sum(1)
     first = int(torch.randint(N, (1,), generator=generator))
     centers = [X[first]]
-    closest = ((X - X[first]) ** 2).sum(1)
+    closest = (xx + xx[first] - 2 * (X @ X[first])).clamp_min(0)
     pot = closest.sum()
     for _ in range(1, k):
         r = torch.rand(trials, generator=generator, dtype=torch.float64).to(X.device) * pot.double()
         cand = torch.searchsorted(torch.cumsum(closest.double(), 0), r).clamp_max(N - 1)
-        d = torch.cdist(X[cand], X, compute_mode="use_mm_for_euclid_dist").pow(2)  # (trials, N)
-        new = torch.minimum(closest[None, :], d)
-        best = int(new.sum(1).argmin())
-        closest, pot = new[best], new[best].sum()
+        d = torch.addmm(xx[cand][None], X, X.index_select(0, cand).T, alpha=-2).add_(xx[:, None]).clamp_min_(0)  # (N, trials)
+        new = torch.minimum(closest[:, None], d)
+        best = int(new.sum(0).argmin())
+        closest = new[:, best].contiguous(); pot = closest.sum()
         centers.append(X[cand[best]])
     return torch.stack(centers)
 
@@ -74,6 +76,7 @@ class KMeansResult:
     inertia: float           # sum of squared distances (Euclidean) or of 1 - cosine
     n_iter: int
     metric: str
+    distance_share: float = 1.0  # distances computed per point and iteration, as a share of Lloyd's (bounded k-means)
 
 # %% ../../nbs/select_moe/15_clustering.ipynb #04c3a801
 def _lloyd(X, C, metric, max_iters, tol, chunk) -> KMeansResult:
@@ -92,12 +95,93 @@ def _lloyd(X, C, metric, max_iters, tol, chunk) -> KMeansResult:
     if not strict: labels, dist = _assign(X, C, metric, chunk, xx)
     return KMeansResult(labels, C, dist.sum().item(), it + 1, metric)
 
+# %% ../../nbs/select_moe/15_clustering.ipynb #fa333dd3
+def _bounds(X, C, metric, xx, cols, t, chunk):
+    "Lloyd's labels (the same GEMM and arg-min), the distance to the own centre, and lower bounds on the distance to every other group."
+    cc, N = (C * C).sum(1), X.shape[0]
+    ccg = cc.index_select(0, cols).view(t, -1).amin(1)  # cosine: a group's smallest |c|^2 keeps its bound a bound
+    lab = torch.empty(N, dtype=torch.long, device=X.device)
+    u = torch.empty(N, dtype=torch.float64, device=X.device); lg = torch.empty(N, t, dtype=torch.float64, device=X.device)
+    cos = metric == "cosine"
+    for s in range(0, N, chunk):
+        x, e = X[s:s + chunk], xx[s:s + chunk]
+        M = x @ C.T if cos else torch.addmm(cc, x, C.T, alpha=-2)  # cosine: similarities; else |c|^2 - 2 x.c
+        l = M.argmax(1) if cos else M.argmin(1)
+        own = M.gather(1, l[:, None])[:, 0]
+        M.scatter_(1, l[:, None], float("-inf") if cos else float("inf"))
+        G = M.index_select(1, cols).view(len(l), t, -1) if t > 1 else M[:, None]
+        if cos: u[s:s + chunk], lg[s:s + chunk] = cc[l] + e - 2 * own, ccg + e[:, None] - 2 * G.amax(2)
+        else: u[s:s + chunk], lg[s:s + chunk] = own + e, G.amin(2) + e[:, None]
+        lab[s:s + chunk] = l
+    return lab, u.clamp_min_(0).sqrt_(), lg.clamp_min_(0).sqrt_()
+
+def _center_groups(C, t, chunk):
+    "Equal-sized groups of similar centres: the group of every centre, and the centres' columns group by group."
+    k = C.shape[0]
+    if t == 1: return torch.zeros(k, dtype=torch.long, device=C.device), torch.arange(k, device=C.device)
+    start = C[torch.linspace(0, k - 1, t, device=C.device).long()].clone()
+    order = _lloyd(C, start, "euclidean", 5, 0.0, chunk).labels.argsort(stable=True)
+    s = -(-k // t)
+    group = torch.empty(k, dtype=torch.long, device=C.device); group[order] = torch.arange(k, device=C.device) // s
+    return group, torch.cat([order, order[-1:].expand(-(-k // s) * s - k)])  # a short last group repeats a centre
+
+# %% ../../nbs/select_moe/15_clustering.ipynb #42798c3f
+def _skip_test(X, C, lab, u, lg, xx, margin):
+    "The points that may have changed centre: those whose upper bound is not clearly below the nearest other centre."
+    Cd = C.double(); cc = (Cd * Cd).sum(1)
+    half = 0.5 * torch.cdist(Cd, Cd).fill_diagonal_(float("inf")).min(1).values
+    m = torch.maximum(half.index_select(0, lab), lg.min(1).values)
+    tol = margin * (xx.double() + cc.max())  # well above the float error of a squared distance
+    return m, tol, ((m * m - u * u) <= tol).nonzero()[:, 0]
+
+def _bounded(X, C, metric, max_iters, tol, chunk, groups:int=1, margin:float=1e-5, dense:float=0.5) -> KMeansResult:
+    "Lloyd's iterations with Hamerly's bounds (Yinyang's with `groups` > 1): the same labels, skipping most distances."
+    k, N = C.shape[0], X.shape[0]
+    xx = (X * X).sum(1)
+    group, cols = _center_groups(C, max(1, min(groups, k)), chunk); t = int(group.max()) + 1
+    lab, u, lg = _bounds(X, C, metric, xx, cols, t, chunk)
+    labels_old, computed = torch.full((N,), -1, dtype=torch.long, device=X.device), N
+    for it in range(max_iters):
+        if it:
+            m, tol_i, need = _skip_test(X, C, lab, u, lg, xx, margin)
+            if len(need) > dense * N: lab, u, lg = _bounds(X, C, metric, xx, cols, t, chunk); computed += N; need = need[:0]
+            if len(need):  # tighten the upper bound to the exact distance, test again
+                Xn, ln = X.index_select(0, need), lab.index_select(0, need)
+                dn = Xn - C.index_select(0, ln); un = (dn * dn).sum(1).double().sqrt_(); u.index_copy_(0, need, un)
+                mn = m.index_select(0, need)
+                keep = ((mn * mn - un * un) <= tol_i.index_select(0, need)).nonzero()[:, 0]
+                need, Xn = need.index_select(0, keep), Xn.index_select(0, keep)
+            if len(need):
+                ln, un, gn = _bounds(Xn, C, metric, xx.index_select(0, need), cols, t, chunk)
+                lab.index_copy_(0, need, ln); u.index_copy_(0, need, un); lg.index_copy_(0, need, gn); computed += len(need)
+        empty = (torch.bincount(lab, minlength=k) == 0).any()
+        C_new = _update(X, lab, k, _assign(X, C, metric, chunk, xx)[1] if empty else None, metric)
+        move = ((C_new - C).double() ** 2).sum(1)
+        shift, C = move.sum().item(), C_new
+        if torch.equal(lab, labels_old) or shift <= tol: break
+        labels_old = lab.clone()
+        move.sqrt_()
+        u += move.index_select(0, lab)  # a centre that moved by delta is at most delta farther ...
+        lg -= move.new_zeros(t).scatter_reduce_(0, group, move, "amax")[None]  # ... and at most delta nearer
+    labels, dist = _assign(X, C, metric, chunk, xx)
+    return KMeansResult(labels, C, dist.sum().item(), it + 1, metric, computed / (N * (it + 1)))
+
 # %% ../../nbs/select_moe/15_clustering.ipynb #ddaa9df5
+ALGORITHMS = ("auto", "lloyd", "hamerly", "yinyang")
+
+def _iterate(algorithm, X, C, metric, max_iters, tol, chunk) -> KMeansResult:
+    k = C.shape[0]
+    if algorithm == "auto": algorithm = "hamerly" if X.device.type == "cpu" and k >= 32 else "lloyd"
+    if algorithm == "lloyd": return _lloyd(X, C, metric, max_iters, tol, chunk)
+    return _bounded(X, C, metric, max_iters, tol, chunk, groups=1 if algorithm == "hamerly" else max(1, k // 10))
+
 def kmeans(X, k:int, metric:Literal["euclidean", "cosine"]="euclidean", n_init:int=3, max_iters:int=300, tol:float=1e-4,
-           seed:int=0, init:str|np.ndarray|torch.Tensor="k-means++", device=None, chunk:int=65536) -> KMeansResult:
-    "K-means with `n_init` k-means++ restarts (or a given init), keeping the lowest inertia."
+           seed:int=0, init:str|np.ndarray|torch.Tensor="k-means++", device=None, chunk:int=65536,
+           algorithm:Literal["auto", "lloyd", "hamerly", "yinyang"]="auto") -> KMeansResult:
+    "K-means with `n_init` k-means++ restarts (or a given init), keeping the lowest inertia; Lloyd's result by any `algorithm`."
     X = as_points(X, device)
     if metric not in ("euclidean", "cosine"): raise ValueError(f"metric={metric!r}: expected 'euclidean' or 'cosine'")
+    if algorithm not in ALGORITHMS: raise ValueError(f"algorithm={algorithm!r}: expected one of {ALGORITHMS}")
     if k < 1: raise ValueError(f"k={k}: expected at least 1 cluster")
     if X.shape[0] < k: raise ValueError(f"fewer points ({X.shape[0]}) than clusters (k={k})")
     if metric == "cosine": X = unit_rows(X)
@@ -114,7 +198,7 @@ def kmeans(X, k:int, metric:Literal["euclidean", "cosine"]="euclidean", n_init:i
             C = torch.as_tensor(np.asarray(init) if not torch.is_tensor(init) else init).to(X.device, X.dtype)
             if C.shape != (k, X.shape[1]): raise ValueError(f"init has shape {tuple(C.shape)}; expected ({k}, {X.shape[1]})")
             C = unit_rows(C) if metric == "cosine" else C - mean
-        r = _lloyd(Xc, C, metric, max_iters, tol_abs, chunk)
+        r = _iterate(algorithm, Xc, C, metric, max_iters, tol_abs, chunk)
         if best is None or r.inertia < best.inertia: best = r
     if metric == "euclidean": best.centroids = best.centroids + mean
     return best
@@ -131,12 +215,12 @@ def elbow_k(ks, inertias) -> int:
 # %% ../../nbs/select_moe/15_clustering.ipynb #4a014b3d
 def _seed_for(seed:int, k:int) -> int: return seed * 1_000_003 + k
 
-def _search_worker(X, ks, metric, n_init, max_iters, tol, seed, device, silhouette, threads):
+def _search_worker(X, ks, metric, n_init, max_iters, tol, seed, device, silhouette, threads, algorithm="auto"):
     torch.set_num_threads(threads)
     X = torch.as_tensor(X).to(device)
     out = []
     for k in ks:
-        r = kmeans(X, k, metric=metric, n_init=n_init, max_iters=max_iters, tol=tol, seed=_seed_for(seed, k))
+        r = kmeans(X, k, metric=metric, n_init=n_init, max_iters=max_iters, tol=tol, seed=_seed_for(seed, k), algorithm=algorithm)
         s = silhouette_score(X, r.labels, metric="cosine" if metric == "cosine" else "euclidean") if silhouette else float("nan")
         out.append((k, r.inertia, s, r.n_iter))
     return out
@@ -155,7 +239,7 @@ def allocate(ks:list[int], workers:int, how:Literal["round_robin", "balanced"]="
 def search_k(X, k_range=(10, 100), k_step:int=1, metric:Literal["euclidean", "cosine"]="cosine", n_init:int=1,
              max_iters:int=300, tol:float=1e-4, seed:int=0, silhouette:bool=True, workers:int=1,
              allocation:Literal["round_robin", "balanced"]="round_robin", devices:list|None=None,
-             choose:Literal["elbow", "silhouette"]="elbow") -> dict:
+             choose:Literal["elbow", "silhouette"]="elbow", algorithm:Literal["auto", "lloyd", "hamerly", "yinyang"]="auto") -> dict:
     "Cluster for every k in `k_range` (inclusive), pick k by the elbow (or the silhouette), in parallel if asked."
     X = as_points(X)
     lo, hi = k_range
@@ -167,7 +251,8 @@ def search_k(X, k_range=(10, 100), k_step:int=1, metric:Literal["euclidean", "co
     if devices is None:
         devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())] or [str(X.device)]
     workers = max(1, min(workers, len(ks)))
-    args = dict(metric=metric, n_init=n_init, max_iters=max_iters, tol=tol, seed=seed, silhouette=silhouette)
+    if algorithm not in ALGORITHMS: raise ValueError(f"algorithm={algorithm!r}: expected one of {ALGORITHMS}")
+    args = dict(metric=metric, n_init=n_init, max_iters=max_iters, tol=tol, seed=seed, silhouette=silhouette, algorithm=algorithm)
     if workers == 1: rows = _search_worker(X, ks, device=devices[0], threads=torch.get_num_threads(), **args)
     else:
         import multiprocessing as mp
