@@ -381,6 +381,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--runs-dir", default="runs"); d.add_argument("--quiet", action="store_true", help="(the default for demo)")
     d.add_argument("--quick", action="store_true", help="every pipeline on its smoke preset (a few minutes on two cores)")
     d.add_argument("-v", "--verbose", action="store_true", help="each pipeline's progress bar, log lines and outputs")
+    g = sub.add_parser("gpu-check", help="every CUDA path as a check against its reference, and the GPU benchmarks: a report under runs/bench/gpu/")
+    g.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"], help="auto: CUDA, or report every check skipped; cpu: the CPU-capable checks")
+    g.add_argument("--only", default=None, help="comma-separated names of checks or benchmarks (all by default)")
+    g.add_argument("--no-bench", action="store_true", help="the checks only"); g.add_argument("--runs-dir", default="runs/bench")
     e = sub.add_parser("lm-eval", help="lm-eval's command line, with moe_nb's models registered", add_help=False)
     e.add_argument("args", nargs=argparse.REMAINDER, help="lm-eval's arguments, e.g. run --model hf --model_args pretrained=DIR --tasks T")
     from importlib.metadata import entry_points
@@ -415,6 +419,13 @@ def _demo(args) -> int:
     return 0 if all(r["status"] == "completed" for r in rows) else 1
 
 # %% ../nbs/90_cli.ipynb #38fd1bed
+def _gpu_check(args) -> int:
+    from moe_nb.gpu import gpu_check_run
+    try: rd, rep = gpu_check_run(args.runs_dir, args.device, args.only.split(",") if args.only else None, not args.no_bench, progress=True)
+    except ValueError as e: raise CliError(str(e)) from None
+    print((rd/"report.md").read_text() + f"\nreport: {rd}")
+    return 1 if any(r["status"] == "failed" for r in rep["checks"] + rep["benches"]) else 0
+
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `moe-nb` command."
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -442,6 +453,7 @@ def main(argv:list[str]|None=None) -> int:
         if args.cmd == "pipelines":
             print(format_table(pipeline_table(), ["system", "pipeline", "parameters", "presets"])); return 0
         if args.cmd == "demo": return _demo(args)
+        if args.cmd == "gpu-check": return _gpu_check(args)
     except CliError as e:
         print(f"moe-nb: error: {e}", file=sys.stderr); return 2
     except Interrupted as e:

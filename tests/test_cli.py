@@ -138,3 +138,23 @@ def test_demo_list_and_presets_are_valid():
         spec = notebook_params(nb)
         for name, values in load_presets(nb).items():
             check_params(nb, values, spec, where=f"preset {name!r}")
+
+def test_gpu_check_command(tmp_path):
+    "Without CUDA every check and benchmark is reported skipped with its reason and the command exits 0; --device cpu runs checks."
+    import torch
+    runs = tmp_path/"bench"
+    if not torch.cuda.is_available():
+        r = moe_nb("gpu-check", "--runs-dir", runs)
+        assert r.returncode == 0, r.stdout + r.stderr
+        rep = json.loads((only_run(runs, "gpu")/"report.json").read_text())
+        rows = rep["checks"] + rep["benches"]
+        assert {x["status"] for x in rows} == {"skipped"} and all(x["reason"] for x in rows)
+        assert {x["check"] for x in rep["checks"]} >= {"flash_varlen", "experts_kernels", "bf16_training", "polyglu_compile", "gpu_clustering"}
+        assert {"report.md", "report.png", "metrics.json"} <= {p.name for p in only_run(runs, "gpu").iterdir()}
+    r = moe_nb("gpu-check", "--device", "cpu", "--no-bench", "--only", "chunked_ce,packed_documents,flash_varlen", "--runs-dir", tmp_path/"cpu")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads((only_run(tmp_path/"cpu", "gpu")/"report.json").read_text())
+    assert {x["check"]: x["status"] for x in rep["checks"]} == {"chunked_ce": "passed", "packed_documents": "passed", "flash_varlen": "skipped"}
+    assert rep["checks"][0]["measured"]["grad_w_float32"] < 1e-5
+    r = moe_nb("gpu-check", "--only", "nope", "--runs-dir", tmp_path/"bad")
+    assert r.returncode == 2 and "unknown name(s) ['nope']" in r.stderr and not (tmp_path/"bad").exists()
