@@ -18,6 +18,7 @@ import moe_nb
 ROOT = Path(moe_nb.__file__).parent
 SUBSTRATE = {"core", "data", "embedded", "tokens", "hooks", "engine", "jobs", "eval", "zoo", "runs", "cli"}
 SYSTEMS = {"select_moe", "nexus", "polychromatic", "parscale", "leaderboard"}
+CROSS = {"gpu"}  # checks that span every system: may import each system; only the CLI's command imports them
 MODEL_MODULES = ["moe_nb.select_moe.losses", "moe_nb.select_moe.model", "moe_nb.nexus.model", "moe_nb.polychromatic.polyglu",
                  "moe_nb.polychromatic.model", "moe_nb.parscale.model"]
 
@@ -63,8 +64,14 @@ def part(mod: str) -> str:
 
 def test_every_module_has_a_place():
     # a new flat module must be declared substrate, or live in a system's subpackage
-    assert {part(m) for m in MODS} - {"moe_nb"} <= SUBSTRATE | SYSTEMS, sorted({part(m) for m in MODS} - SUBSTRATE - SYSTEMS)
-    assert SUBSTRATE | SYSTEMS <= {part(m) for m in MODS}
+    assert {part(m) for m in MODS} - {"moe_nb"} <= SUBSTRATE | SYSTEMS | CROSS, sorted({part(m) for m in MODS} - SUBSTRATE - SYSTEMS - CROSS)
+    assert SUBSTRATE | SYSTEMS | CROSS <= {part(m) for m in MODS}
+
+
+def test_cross_system_modules_are_leaves():
+    "Nothing but the CLI imports a cross-system module, so no system and no other substrate module depends on every system."
+    bad = {m: sorted(i for i in GRAPH[m] if part(i) in CROSS) for m in MODS if part(m) not in CROSS and m != "moe_nb.cli"}
+    assert not {m: v for m, v in bad.items() if v}, bad
 
 
 def test_substrate_never_imports_a_system():
