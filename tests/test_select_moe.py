@@ -99,6 +99,36 @@ def test_selection(stage1):
     assert again.returncode == 0
     sr2 = max((runs/"select_moe_selection").iterdir())
     assert (sr2/"selected_data.jsonl").read_text() == (sr/"selected_data.jsonl").read_text()
+    # the batch selection over this runs directory's router data selects what the selection pipeline selected
+    r = moe_nb("run", "select_moe_batch_selection", "--preset", "smoke", "--runs-dir", runs, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    br = only_run(runs, "select_moe_batch_selection")
+    rows = [json.loads(l) for l in (br/"selections"/"summary.jsonl").read_text().splitlines()]
+    rd = only_run(runs, "select_moe_router_data")
+    assert [x["router_data"] for x in rows] == [f"{rd.name}/router_data"] and rows[0]["n_selected"] == 20
+    assert (br/"selections"/rd.name/"router_data"/"selected_data.jsonl").read_text() == (sr/"selected_data.jsonl").read_text()
+    assert metrics(br)["n_dirs"] == 1 and (br/"batch_selection.png").exists()
+    assert "[selection] cluster sizes:" in (br/"select_moe_batch_selection.ipynb").read_text()  # debug_print's lines
+
+def test_warmup_two_processes_equal_one(tmp_path):
+    "Stage 1 in 2 processes (gloo) trains the router that 1 process accumulating the same micro-batches trains; the debug terms are logged."
+    import torch
+    from moe_nb.cli import find_notebook, notebook_params
+    from moe_nb.core import load_tensors
+    from moe_nb.select_moe.pipelines import SelectMoeWarmupParams
+    spec = {k: v["default"] for k, v in notebook_params(find_notebook("select_moe_warmup")).items()}
+    # sample-averaged losses: a process's mean over its samples, averaged over processes, is the mean over all of them
+    p = SelectMoeWarmupParams.from_notebook(spec).replace(n_embedded=200, subset_ratio=0.32, epochs=1.0, device="cpu", tracker="none",
+                                                          lm_loss_average="sample", quality_loss_average="sample", quality_loss_debug=True)
+    one = p.replace(grad_accum=2).run(tmp_path/"one")
+    two = p.replace(num_processes=2).run(tmp_path/"two")
+    assert (one["steps"], two["steps"], two["world_size"]) == (4, 4, 2) and len(two["history"]) == 4
+    w1, w2 = (load_tensors(tmp_path/d/"router"/"router_weights.safetensors") for d in ("one", "two"))
+    assert w1.keys() == w2.keys() and len(w1) == 4  # the gate and the router of 2 layers
+    for k in w1: torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=2e-6)
+    for h1, h2 in zip(one["history"], two["history"]):
+        assert abs(h1["loss"] - h2["loss"]) < 1e-5 and abs(h1["quality_loss/layer1"] - h2["quality_loss/layer1"]) < 1e-6
+    assert {"good_below_half", "good_std/layer0", "quality_score_std", "quality_loss_weighted"} <= set(two["history"][0])
 
 @pytest.mark.parametrize("args, msg", [
     (["-p", "k_min", "1"], "k must be at least 2"),

@@ -114,3 +114,35 @@ def test_experiment_bad_input(tmp_path):
     r = moe_nb("run", "select_moe_experiment", "--preset", "tiny", "-p", "tasks", "[not_a_task]", "--runs-dir", tmp_path/"runs", "--quiet")
     assert r.returncode == 1 and "lm-eval task(s) ['not_a_task'] are neither local" in r.stdout, r.stdout + r.stderr
     assert not list((tmp_path/"runs").glob("select_moe_experiment/*/runs"))  # nothing ran
+
+def test_qwen3_target_preset(tmp_path):
+    "The qwen3-1.7b preset's LoRA recipe on a tiny random Qwen3 checkpoint (the preset's model, shrunk): trains, saves, reloads."
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from moe_nb.embedded import get_tokenizer
+    from moe_nb.select_moe.finetune import load_adapted
+    from moe_nb.zoo import load_backbone
+    tok = get_tokenizer()
+    torch.manual_seed(0)
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, max_position_embeddings=256, tie_word_embeddings=True)
+    ckpt = tmp_path/"tiny-qwen3"
+    Qwen3ForCausalLM(cfg).save_pretrained(ckpt); tok.save_pretrained(ckpt)
+    data = tmp_path/"sel.jsonl"
+    data.write_text("".join(json.dumps(x) + "\n" for x in clean_records(16)))
+    runs = tmp_path/"runs"
+    r = moe_nb("run", "select_moe_finetune", "--preset", "qwen3-1.7b", "-p", "base_model", ckpt, "-p", "data", data, "-p", "device", "cpu",
+               "-p", "dtype", "float32", "-p", "num_processes", "1", "-p", "epochs", "1.0", "-p", "grad_accum", "1", "-p", "max_len", "96",
+               "-p", "precision", "no", "--runs-dir", runs, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ft = only_run(runs, "select_moe_finetune")
+    p, info = yaml_params(ft), json.loads((ft/"adapter"/"adapter_info.json").read_text())
+    assert (p["lora_r"], p["lora_alpha"], p["lora_dropout"], p["lr"]) == (128, 256.0, 0.1, 2e-5)
+    assert info["model_type"] == "qwen3" and info["steps"] == 8  # 16 samples at 2 per step
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    adapted = load_adapted(load_backbone(str(ckpt)), ft/"adapter", "tiny qwen3").eval()
+    cfg_a = json.loads((ft/"adapter"/"adapter_config.json").read_text())
+    assert sorted(cfg_a["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"] and cfg_a["r"] == 128
+    with torch.no_grad():  # the adapter changed the model (B left its zero init), and only a little (lr 2e-5)
+        diff = (adapted(input_ids=ids).logits - load_backbone(str(ckpt))(input_ids=ids).logits).abs().max().item()
+    assert 0 < diff < 1, diff

@@ -18,7 +18,7 @@ from .silhouette import silhouette_score, as_points, unit_rows
 
 # %% auto #0
 __all__ = ['ALGORITHMS', 'kmeans_plusplus', 'KMeansResult', 'kmeans', 'elbow_k', 'allocate', 'search_k', 'hdbscan_auto_params',
-           'hdbscan']
+           'hdbscan', 'hdbscan_grid', 'hdbscan_auto_tune']
 
 # %% ../../nbs/select_moe/15_clustering.ipynb #30a80bc6
 def _assign(X:torch.Tensor, C:torch.Tensor, metric:str, chunk:int, xx:torch.Tensor|None=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -293,3 +293,27 @@ def hdbscan(X, metric:Literal["euclidean", "cosine"]="cosine", min_cluster_size:
             if backend == "cuml": raise ImportError("backend='cuml' needs RAPIDS cuML (pip install cuml-cu12)") from None
     from sklearn.cluster import HDBSCAN
     return HDBSCAN(min_cluster_size=mcs, min_samples=ms).fit_predict(X.cpu().numpy())
+
+# %% ../../nbs/select_moe/15_clustering.ipynb #958d7009
+def hdbscan_grid(n:int) -> list[tuple[int, int]]:
+    "The default (min_cluster_size, min_samples) grid of `hdbscan_auto_tune` for N points."
+    mcs = hdbscan_auto_params(n)[0]
+    sizes = sorted({max(2, round(mcs * f)) for f in (0.5, 1, 2, 4)})
+    return [(s, m) for s in sizes for m in sorted({max(1, round(s * f)) for f in (0.25, 0.5, 1.0)})]
+
+def hdbscan_auto_tune(X, metric:Literal["euclidean", "cosine"]="cosine", grid:list[tuple[int, int]]|None=None,
+                      backend:Literal["auto", "sklearn", "cuml"]="auto") -> tuple[np.ndarray, dict]:
+    "HDBSCAN at the grid's best (min_cluster_size, min_samples) by coverage-weighted silhouette; the labels and the table."
+    X = as_points(X)
+    rows, best = [], None
+    for mcs, ms in (grid or hdbscan_grid(X.shape[0])):
+        if mcs > X.shape[0]: continue
+        lab = hdbscan(X, metric, mcs, ms, backend)
+        keep = lab != -1
+        k, cover = len(set(lab[keep].tolist())), float(keep.mean())
+        sil = silhouette_score(X[torch.from_numpy(keep)], lab[keep], metric=metric) if k >= 2 else float("nan")
+        rows.append({"min_cluster_size": mcs, "min_samples": ms, "k": k, "coverage": cover, "silhouette": sil,
+                     "score": sil * cover if k >= 2 else -1.0})
+        if best is None or rows[-1]["score"] > best[0]["score"]: best = (rows[-1], lab)
+    if best is None: raise ValueError(f"hdbscan_auto_tune: no grid setting has min_cluster_size <= the {X.shape[0]} points")
+    return best[1], {"criterion": "silhouette of non-noise points x non-noise share", "best": best[0], "grid": rows}

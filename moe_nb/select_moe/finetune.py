@@ -13,13 +13,13 @@ from torch import nn
 
 from ..core import Config, ConfigError, seed_everything, atomic_dir, save_json, load_json
 from ..data import DataError, load_records, encode_chat, collate
-from ..engine import Trainer, TrainConfig, add_lora
+from ..engine import Trainer, TrainConfig, add_lora, model_loss
 from ..jobs import launch
 from ..zoo import load_backbone, tokenizer_for
 
 # %% auto #0
-__all__ = ['LORA_TARGETS', 'read_selected', 'SftConfig', 'encode_sft', 'sft_steps', 'finetune', 'save_adapter', 'check_adapter',
-           'load_adapted', 'run_job', 'launch_finetune']
+__all__ = ['LORA_TARGETS', 'read_selected', 'SftConfig', 'encode_sft', 'sft_steps', 'sample_mean_loss', 'finetune',
+           'save_adapter', 'check_adapter', 'load_adapted', 'run_job', 'launch_finetune']
 
 # %% ../../nbs/select_moe/17_finetune.ipynb #7f8896ba
 def read_selected(path:str|Path) -> list[dict]:
@@ -52,6 +52,7 @@ class SftConfig(Config):
     save_every: int = 0                # 0: every tenth of the steps (the engine's default)
     cpu: bool = False
     tracker: str = "tensorboard"       # a TrainConfig tracker: tensorboard | wandb | trackio | none
+    lm_loss_average: str = "token"     # "token": over all target tokens; "sample": per sample, then over samples (the seed's)
     def __post_init__(self):
         super().__post_init__()
         if self.lora_r < 1: raise ConfigError(f"parameter 'lora_r' must be >= 1, got {self.lora_r}")
@@ -59,6 +60,7 @@ class SftConfig(Config):
         if not 0 <= self.warmup_ratio < 1: raise ConfigError(f"parameter 'warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
         TrainConfig.from_dict({"tracker": self.tracker}, where="parameter 'tracker'")
         if self.encoding_mode not in ("assistant", "full"): raise ConfigError(f"parameter 'encoding_mode' must be 'assistant' or 'full', got {self.encoding_mode!r}")
+        if self.lm_loss_average not in ("token", "sample"): raise ConfigError(f"parameter 'lm_loss_average' must be 'token' or 'sample', got {self.lm_loss_average!r}")
 
 # %% ../../nbs/select_moe/17_finetune.ipynb #b0d8167f
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -76,6 +78,13 @@ def sft_steps(n:int, cfg:SftConfig, world_size:int=1) -> int:
     "Optimizer steps of `cfg.epochs` passes over `n` samples."
     return max(1, math.ceil(cfg.epochs * n / (cfg.batch_size * cfg.grad_accum * world_size)))
 
+# %% ../../nbs/select_moe/17_finetune.ipynb #57cf22de
+def sample_mean_loss(model:nn.Module, batch:dict) -> dict:
+    "The next-token loss averaged within each sample, then over samples, for `Trainer(loss_fn=...)`."
+    from moe_nb.data import causal_lm_loss
+    out = model(**{k: v for k, v in batch.items() if k != "labels"})
+    return {"loss": causal_lm_loss(out.logits, batch["labels"], "sample")}
+
 # %% ../../nbs/select_moe/17_finetune.ipynb #8d098f70
 def finetune(model:nn.Module, tok, records:list[dict], cfg:SftConfig, run_dir:str|Path,
              base_model:str="", hooks=(), **info):
@@ -92,7 +101,8 @@ def finetune(model:nn.Module, tok, records:list[dict], cfg:SftConfig, run_dir:st
                        precision=cfg.precision, seed=cfg.seed, log_every=max(1, steps // 50),
                        save_every=cfg.save_every or None, cpu=cfg.cpu, progress=False, tracker=cfg.tracker)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    trainer = Trainer(peft_model, tcfg, train, run_dir=run_dir, collate_fn=lambda ex: collate(ex, pad), hooks=hooks)
+    trainer = Trainer(peft_model, tcfg, train, run_dir=run_dir, collate_fn=lambda ex: collate(ex, pad), hooks=hooks,
+                      loss_fn=sample_mean_loss if cfg.lm_loss_average == "sample" else model_loss)
     hist = trainer.fit()
     save_adapter(trainer, run_dir/"adapter", base_model=base_model, n_train=len(train), steps=steps,
                  trainable_params=trainer.n_trainable, total_params=trainer.n_total, world_size=trainer.acc.num_processes, **info)

@@ -10,9 +10,11 @@ from typing import Callable, Literal, Sequence
 
 import torch
 
+from ..core import resolve_callable
+
 # %% auto #0
-__all__ = ['QUALITY_LOSSES', 'register_quality_loss', 'token_weights', 'weighted_moments', 'sigmoid_loss', 'mse_loss',
-           'beta_moment_matching', 'mean_variance_regularization', 'quality_loss']
+__all__ = ['QUALITY_LOSSES', 'register_quality_loss', 'quality_loss_fn', 'token_weights', 'weighted_moments', 'sigmoid_loss',
+           'mse_loss', 'beta_moment_matching', 'mean_variance_regularization', 'quality_loss']
 
 # %% ../../nbs/select_moe/10_losses.ipynb #b2c5e266
 QUALITY_LOSSES: dict[str, tuple[Callable, bool]] = {}
@@ -21,8 +23,19 @@ def register_quality_loss(name:str, fn:Callable|None=None, *, pointwise:bool=Fal
     "Register `fn` as the quality loss `name`; works as a decorator when `fn` is omitted."
     def deco(f):
         QUALITY_LOSSES[name] = (f, pointwise)
+        try: f.pointwise = pointwise
+        except AttributeError: pass  # e.g. a builtin; the registry still knows
         return f
     return deco(fn) if fn is not None else deco
+
+def quality_loss_fn(loss_type:str) -> tuple[Callable, bool]:
+    "The loss function `loss_type` names (a registered name, or `module:callable`) and whether it is pointwise."
+    if loss_type in QUALITY_LOSSES: return QUALITY_LOSSES[loss_type]
+    if ":" not in str(loss_type):
+        raise ValueError(f"quality_loss_type={loss_type!r} is not registered; known: {sorted(QUALITY_LOSSES)} "
+                         f"(add one with register_quality_loss({loss_type!r}, fn), or name it as 'module:callable')")
+    fn = resolve_callable(loss_type, what="quality_loss_type")
+    return fn, bool(getattr(fn, "pointwise", False))
 
 # %% ../../nbs/select_moe/10_losses.ipynb #96f2cf48
 def token_weights(mask:torch.Tensor, # (batch, seq), 1 on valid tokens
@@ -73,13 +86,12 @@ def mean_variance_regularization(good, w, lambda_var:float=0.1):
 # %% ../../nbs/select_moe/10_losses.ipynb #a52b6a30
 def quality_loss(quality_scores:Sequence[torch.Tensor]|torch.Tensor, # per layer (batch, seq[, 1]) raw scores q, or stacked
                  attention_mask:torch.Tensor|None=None, # (batch, seq); None: every token valid
-                 loss_type:str="sigmoid", # a name in `QUALITY_LOSSES`
+                 loss_type:str="sigmoid", # a name in `QUALITY_LOSSES`, or "module:callable"
                  average:Literal["token", "sample"]="token",
+                 reduce:bool=True, # False: the (layers,) per-layer losses
                  **params) -> torch.Tensor:
     "The quality loss of one forward pass: per layer over valid tokens, then the mean over layers."
-    if loss_type not in QUALITY_LOSSES:
-        raise ValueError(f"quality_loss_type={loss_type!r} is not registered; known: {sorted(QUALITY_LOSSES)} "
-                         f"(add one with register_quality_loss({loss_type!r}, fn))")
+    fn, pointwise = quality_loss_fn(loss_type)
     q = quality_scores if torch.is_tensor(quality_scores) else torch.stack(list(quality_scores))
     if q.dim() == 4: q = q.squeeze(-1)
     if q.dim() == 2: q = q[None]
@@ -87,7 +99,10 @@ def quality_loss(quality_scores:Sequence[torch.Tensor]|torch.Tensor, # per layer
     mask = torch.ones_like(good[0]) if attention_mask is None else attention_mask.to(good.device, good.dtype)
     if mask.shape != good.shape[1:]:
         raise ValueError(f"attention_mask has shape {tuple(mask.shape)}; the scores are (batch, seq) = {tuple(good.shape[1:])}")
-    fn, pointwise = QUALITY_LOSSES[loss_type]
     w = token_weights(mask, average)
     per_layer = (fn(good, mask, **params) * w).sum((-2, -1)) if pointwise else fn(good, w, **params)
-    return per_layer.mean()
+    if not torch.is_tensor(per_layer) or per_layer.shape != good.shape[:1]:
+        raise ValueError(f"quality_loss_type={loss_type!r} returned {tuple(per_layer.shape) if torch.is_tensor(per_layer) else type(per_layer).__name__}; "
+                         f"a {'pointwise loss must keep the shape of good' if pointwise else 'batch loss must return one value per layer'} "
+                         f"({good.shape[0]},)")
+    return per_layer.mean() if reduce else per_layer

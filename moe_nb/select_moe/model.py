@@ -22,6 +22,7 @@ from transformers.utils.output_capturing import OutputRecorder, maybe_install_ca
 
 from .losses import quality_loss
 from ..core import resolve_callable
+from ..data import causal_lm_loss
 
 # %% auto #0
 __all__ = ['TRASH_MODES', 'SELECT_FIELDS', 'SelectMoeConfig', 'quality_loss_kwargs', 'QualityGate', 'custom_trash_expert',
@@ -40,17 +41,19 @@ class SelectMoeConfig(OlmoeConfig):
                  trash_expert_custom:str="", # custom mode: "module:callable", a function of the hidden states or an nn.Module class taking the config
                  enable_load_balancing:bool=False,
                  quality_loss_type:str="sigmoid", quality_loss_average:str="token",
+                 lm_loss_average:str="token", # the LM loss over all target tokens, or each sample's mean then their mean (the seed's)
                  beta_target_mean:float=0.5, beta_target_var:float=0.05, w_mean:float=1.0, w_var:float=1.0,
                  lambda_var:float=0.1, quality_loss_params:dict|None=None, output_router_logits:bool=True, **kwargs):
         if trash_expert_mode not in TRASH_MODES: raise ValueError(f"trash_expert_mode={trash_expert_mode!r}: expected one of {TRASH_MODES}")
         if trash_expert_custom and (trash_expert_mode != "custom" or ":" not in trash_expert_custom):
             raise ValueError(f"trash_expert_custom={trash_expert_custom!r}: expected 'module:callable', with trash_expert_mode='custom'")
-        if quality_loss_average not in ("token", "sample"): raise ValueError(f"quality_loss_average={quality_loss_average!r}: expected 'token' or 'sample'")
+        for n, v in (("quality_loss_average", quality_loss_average), ("lm_loss_average", lm_loss_average)):
+            if v not in ("token", "sample"): raise ValueError(f"{n}={v!r}: expected 'token' or 'sample'")
         if not quality_gate_init_std >= 0: raise ValueError(f"quality_gate_init_std={quality_gate_init_std}: expected a value >= 0")
         self.quality_gate_init_mean, self.quality_gate_init_std = quality_gate_init_mean, quality_gate_init_std
         self.quality_loss_weight, self.trash_expert_mode, self.enable_load_balancing = quality_loss_weight, trash_expert_mode, enable_load_balancing
         self.trash_expert_custom = trash_expert_custom
-        self.quality_loss_type, self.quality_loss_average = quality_loss_type, quality_loss_average
+        self.quality_loss_type, self.quality_loss_average, self.lm_loss_average = quality_loss_type, quality_loss_average, lm_loss_average
         self.beta_target_mean, self.beta_target_var, self.w_mean, self.w_var = beta_target_mean, beta_target_var, w_mean, w_var
         self.lambda_var, self.quality_loss_params = lambda_var, dict(quality_loss_params or {})
         super().__init__(output_router_logits=output_router_logits, **kwargs)
@@ -202,7 +205,9 @@ class SelectMoeForCausalLM(SelectMoePreTrainedModel, OlmoeForCausalLM):
         h = out.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(h[:, keep, :])
-        lm = self.loss_function(logits, labels, self.vocab_size, **kwargs) if labels is not None else None
+        if labels is None: lm = None
+        elif cfg.lm_loss_average == "sample": lm = causal_lm_loss(logits, labels, "sample")
+        else: lm = self.loss_function(logits, labels, self.vocab_size, **kwargs)
         loss, aux, ql = lm, None, None
         if orl and labels is not None:  # the training losses; inference (generation, scoring) computes neither
             mask = _token_mask(attention_mask, h.shape[1])
@@ -249,7 +254,7 @@ def forced_good(model:nn.Module, value:float|None):
 
 # %% ../../nbs/select_moe/11_model.ipynb #81bf5746
 SELECT_FIELDS = ("quality_gate_init_mean", "quality_gate_init_std", "quality_loss_weight", "trash_expert_mode", "trash_expert_custom",
-                 "enable_load_balancing", "quality_loss_type", "quality_loss_average", "beta_target_mean",
+                 "enable_load_balancing", "quality_loss_type", "quality_loss_average", "lm_loss_average", "beta_target_mean",
                  "beta_target_var", "w_mean", "w_var", "lambda_var", "quality_loss_params")
 
 def convert_olmoe_to_select_moe(model_or_path:nn.Module|str|Path="tiny-olmoe", # an OlmoeForCausalLM, zoo name, path or hub name

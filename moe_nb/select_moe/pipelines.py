@@ -15,8 +15,8 @@ from ..runs import PipelineParams, find_run
 
 # %% auto #0
 __all__ = ['SelectMoeEvalParams', 'SelectMoeExperimentParams', 'SelectMoeFinetuneParams', 'SelectMoeResultsParams',
-           'SelectMoeRouterDataParams', 'SelectMoeSelectionParams', 'SelectMoeWarmupParams',
-           'SelectMoeGateDiagnosisParams']
+           'SelectMoeRouterDataParams', 'SelectMoeSelectionParams', 'SelectMoeBatchSelectionParams',
+           'SelectMoeWarmupParams', 'warmup_job', 'SelectMoeGateDiagnosisParams']
 
 # %% ../../nbs/select_moe/19_pipelines.ipynb #11fcf68a
 @dataclass(kw_only=True)
@@ -120,6 +120,7 @@ class SelectMoeFinetuneParams(PipelineParams):
     num_processes: int                             # > 1: data parallel in that many processes
     accelerate_config: str|None                    # an accelerate config file (DeepSpeed, FSDP), e.g. nbs/pipelines/configs/deepspeed_zero2.yaml
     tracker: str                                   # tensorboard, wandb (offline unless WANDB_MODE is set), trackio or none
+    lm_loss_average: str                           # "token": over all target tokens; "sample": per sample, then over samples (the seed's)
 
 # %% ../../nbs/select_moe/19_pipelines.ipynb #007b8d65
 @dataclass(kw_only=True)
@@ -195,7 +196,12 @@ class SelectMoeSelectionParams(PipelineParams):
     choose: str                                    # elbow | silhouette
     n_init: int
     workers: int                                   # processes for the k search
+    gpu_allocation_strategy: str                   # the k values over the workers (and GPUs): round_robin | balanced
+    max_iters: int                                 # k-means iterations at most
     noise: str                                     # HDBSCAN noise: one more cluster, or "skip"
+    min_cluster_size: int|None                     # HDBSCAN; None: max(5, sqrt(N)/2)
+    min_samples: int|None                          # HDBSCAN; None: min_cluster_size / 2
+    auto_tune: bool                                # HDBSCAN: choose both by the coverage-weighted silhouette over a grid
     features: str                                  # clustered: router (routing logits) | lm_hidden (the small LM's hidden states)
     per_task: bool                                 # select the share within each dataset instead of over all
     d2_lambda: float|None                          # D2 settings (quality_key d2): lambda (None: the warmup's quality_loss_weight)
@@ -205,6 +211,7 @@ class SelectMoeSelectionParams(PipelineParams):
     d2_top_k: int
     d2_regulariser: str                            # linear | quadratic
     d2_per_token_lambda: bool
+    debug_print: bool                              # print the clusters, their sizes, the picks per cluster and the timings
     def __post_init__(self):
         super().__post_init__()
         self.selection()  # the selection settings are checked before a run directory exists
@@ -221,6 +228,29 @@ def router_data_dir(self:SelectMoeSelectionParams, run) -> Path:
     "The router-data directory `router_data` names: a directory, or the one of a select_moe_router_data run (the newest for latest)."
     if (Path(self.router_data)/"manifest.json").exists(): return Path(self.router_data)
     return find_run(self.router_data, "select_moe_router_data", "router_data/manifest.json", near=run)/"router_data"
+
+# %% ../../nbs/select_moe/19_pipelines.ipynb #29d04f0c
+@dataclass(kw_only=True)
+class SelectMoeBatchSelectionParams(PipelineParams):
+    "Parameters of the select_moe_batch_selection pipeline."
+    PIPELINE: ClassVar[str] = "select_moe_batch_selection"
+    seed: int
+    root: str                                      # a directory holding router-data directories at any depth, e.g. runs/select_moe_router_data
+    selection_params: dict                         # SelectionConfig fields, e.g. {selection_percentage: 0.05, k_range: [10, 100], debug_print: true}
+    def __post_init__(self):
+        super().__post_init__()
+        self.selection()
+
+    def selection(self):
+        "The `SelectionConfig` every directory is selected with (its seed is this run's)."
+        from moe_nb.select_moe.selection import SelectionConfig
+        return SelectionConfig.from_dict({**self.selection_params, "seed": self.seed}, where=f"{self.PIPELINE} parameter 'selection_params'")
+
+    def root_dir(self, run) -> Path:
+        "The root to search: `root`, or (auto) the select_moe_router_data folder of the runs directory that holds `run`."
+        root = Path(run).parent.parent/"select_moe_router_data" if self.root == "auto" else Path(self.root)
+        if not root.is_dir(): raise FileNotFoundError(f"root={self.root!r}: {root} is not a directory" + (" (run select_moe_router_data first)" if self.root == "auto" else ""))
+        return root
 
 # %% ../../nbs/select_moe/19_pipelines.ipynb #9ed0bcbe
 @dataclass(kw_only=True)
@@ -242,7 +272,7 @@ class SelectMoeWarmupParams(PipelineParams):
     peft_mode: Literal['full_rank', 'lora']        # "full_rank" (gates + routers) or "lora"
     lora_r: int
     lora_alpha: float
-    quality_loss_type: str                         # sigmoid | mse | beta_moment_matching | mean_variance_regularization | a registered name
+    quality_loss_type: str                         # sigmoid | mse | beta_moment_matching | mean_variance_regularization | a registered name | module:callable
     quality_loss_weight: float
     quality_loss_average: str                      # "token" or "sample"
     quality_loss_params: dict                      # e.g. {beta_target_mean: 0.3, w_var: 2.0} or {lambda_var: 0.2}; see SelectMoeConfig
@@ -258,6 +288,20 @@ class SelectMoeWarmupParams(PipelineParams):
     tracker: str                                   # tensorboard, wandb (offline unless WANDB_MODE is set), trackio or none
     probe_every: int                               # 0: off; N: a GateProbe every N steps on probe_n held-out labelled samples (embedded data)
     probe_n: int
+    lm_loss_average: str                           # the LM loss: "token" (mean over target tokens) or "sample" (the seed's: per sample, then over samples)
+    quality_loss_debug: bool                       # log the quality loss and gate statistics per layer at every logged step
+    num_processes: int                             # > 1: data parallel in that many processes
+    accelerate_config: str|None                    # an accelerate config file (DeepSpeed, FSDP)
+    def __post_init__(self):
+        super().__post_init__()
+        from moe_nb.core import ConfigError
+        from moe_nb.select_moe.losses import quality_loss_fn
+        try: quality_loss_fn(self.quality_loss_type)
+        except ValueError as e: raise ConfigError(f"parameter 'quality_loss_type': {e}") from None
+        if self.lm_loss_average not in ("token", "sample"): raise ConfigError(f"parameter 'lm_loss_average': expected 'token' or 'sample', got {self.lm_loss_average!r}")
+        if self.num_processes < 1: raise ConfigError(f"parameter 'num_processes': expected at least 1, got {self.num_processes}")
+        if self.probe_every > 0 and (self.num_processes > 1 or self.accelerate_config):
+            raise ConfigError(f"probe_every={self.probe_every}: the gate probe runs in one process; set probe_every 0 or num_processes 1")
 
 # %% ../../nbs/select_moe/19_pipelines.ipynb #b8f27028
 @patch
@@ -292,6 +336,58 @@ def gate_probe(self:SelectMoeWarmupParams, tok, records:list[dict], subset:list[
     enc = [encode_chat(records[i]["messages"], tok, max_len=self.max_len, mode=self.encoding_mode, template=self.template) for i in pick]
     keep = [j for j, e in enumerate(enc) if any(l != -100 for l in e["labels"])]
     return GateProbe([enc[j] for j in keep], [labels[pick[j]]["clean"] for j in keep], tok.pad_token_id, self.probe_every)
+
+# %% ../../nbs/select_moe/19_pipelines.ipynb #5ccb5072
+@patch
+def fit(self:SelectMoeWarmupParams, run:str|Path) -> dict:
+    "Stage 1 in this process (in each, under a launcher): train the routing and save the router; the summary (main process writes it)."
+    import functools, math, os, time
+    from moe_nb.core import get_device, save_json, save_jsonl
+    from moe_nb.data import collate
+    from moe_nb.engine import Trainer, TrainConfig
+    from moe_nb.select_moe.model import convert_olmoe_to_select_moe
+    from moe_nb.select_moe.router import prepare_router_training, select_moe_loss, save_router
+    from moe_nb.zoo import tokenizer_for
+    run, world, dev = Path(run), int(os.environ.get("WORLD_SIZE", 1)), get_device(self.device)
+    tok = tokenizer_for(self.model)
+    records, subset, train = self.training_data(tok)
+    sm = convert_olmoe_to_select_moe(self.model, seed=self.seed, quality_loss_type=self.quality_loss_type, quality_loss_weight=self.quality_loss_weight,
+                                     quality_loss_average=self.quality_loss_average, lm_loss_average=self.lm_loss_average,
+                                     quality_gate_init_mean=self.quality_gate_init_mean, quality_gate_init_std=self.quality_gate_init_std,
+                                     trash_expert_mode=self.trash_expert_mode, trash_expert_custom=self.trash_expert,
+                                     enable_load_balancing=self.enable_load_balancing, **self.quality_loss_params)
+    sm, report = prepare_router_training(sm if world > 1 else sm.to(dev), self.peft_mode, train_routers=self.train_routers, lora_r=self.lora_r, lora_alpha=self.lora_alpha)
+    steps = max(1, math.ceil(self.epochs * len(train) / (self.batch_size * self.grad_accum * world)))
+    tcfg = TrainConfig(steps=steps, batch_size=self.batch_size, grad_accum=self.grad_accum, lr=self.lr, warmup_steps=max(1, steps // 10),
+                       weight_decay=0.0, schedule="cosine", log_every=max(1, steps // 50), seed=self.seed, cpu=dev.type == "cpu",
+                       progress=False, tracker=self.tracker)
+    probe = self.gate_probe(tok, records, subset)  # None unless probe_every > 0
+    trainer = Trainer(sm, tcfg, train, run_dir=run, collate_fn=functools.partial(collate, pad_id=tok.pad_token_id), hooks=[probe] if probe else [],
+                      loss_fn=functools.partial(select_moe_loss, debug=self.quality_loss_debug))
+    t0 = time.time(); hist = trainer.fit(); elapsed = time.time() - t0
+    summary = {"n_samples": len(records), "subset": len(train), "steps": steps, "world_size": world, "train_s": elapsed, **report}
+    if trainer.is_main:
+        save_json({"ids": [records[i].get("id", str(i)) for i in subset]}, run/"subset_ids.json")
+        if probe: save_jsonl(probe.rows, run/"gate_probe.jsonl")
+        save_router(trainer.unwrapped, run/"router", base_model=self.model, mode=self.peft_mode, overwrite=True, steps=steps, subset=len(train))
+        save_json(summary, run/"warmup_summary.json")
+    trainer.acc.wait_for_everyone()
+    return summary | {"history": hist}
+
+def warmup_job(job:dict) -> dict:
+    "The warmup of a job file (`params`: the pipeline's parameters, `run_dir`), as each launched process runs it."
+    return SelectMoeWarmupParams.from_dict(job["params"], where="warmup job").fit(job["run_dir"])
+
+# %% ../../nbs/select_moe/19_pipelines.ipynb #208ddf30
+@patch
+def run(self:SelectMoeWarmupParams, run:str|Path) -> dict:
+    "The warmup here, or in `num_processes` processes (or under `accelerate_config`); the summary with the logged history."
+    from moe_nb.core import load_json, read_jsonl_log
+    from moe_nb.jobs import launch
+    if self.num_processes == 1 and not self.accelerate_config: return self.fit(run)
+    launch("moe_nb.select_moe.pipelines:warmup_job", {"params": self.params(), "run_dir": str(run)}, run, self.num_processes,
+           self.accelerate_config, name="warmup")
+    return load_json(Path(run)/"warmup_summary.json") | {"history": read_jsonl_log(Path(run)/"metrics.jsonl")}
 
 # %% ../../nbs/select_moe/19_pipelines.ipynb #78b9857a
 @dataclass(kw_only=True)

@@ -48,15 +48,33 @@ def prepare_router_training(model:SelectMoeForCausalLM, mode:Literal["full_rank"
                    "train_state_bytes": _train_state_bytes(model)}
 
 # %% ../../nbs/select_moe/12_router.ipynb #68f3c8a3
-def select_moe_loss(model:nn.Module, batch:dict) -> dict:
-    "Loss terms of a Select-MoE forward pass for `Trainer(loss_fn=...)`."
+def _debug_terms(cfg, scores:torch.Tensor, good:torch.Tensor, m:torch.Tensor, ql:torch.Tensor) -> dict:
+    "Per-layer quality loss and gate statistics over the valid tokens (`m`) of one batch."
+    from moe_nb.select_moe.losses import quality_loss
+    from moe_nb.select_moe.model import quality_loss_kwargs
+    n = m.sum().clamp_min(1)
+    per_layer = quality_loss(scores.detach(), m, cfg.quality_loss_type, cfg.quality_loss_average, reduce=False, **quality_loss_kwargs(cfg))
+    mean = (good * m).sum((1, 2)) / n
+    std = (((good - mean[:, None, None]) ** 2 * m).sum((1, 2)) / n).sqrt()
+    q = scores.detach().float()
+    qm = (q * m).sum() / (n * len(q))
+    terms = {"quality_loss_weighted": cfg.quality_loss_weight * ql.detach(), "good_below_half": ((good < 0.5) * m).sum() / (n * len(good)),
+             "quality_score_mean": qm, "quality_score_std": ((((q - qm) ** 2) * m).sum() / (n * len(q))).sqrt()}
+    for i in range(len(good)):
+        terms |= {f"quality_loss/layer{i}": per_layer[i], f"good_mean/layer{i}": mean[i], f"good_std/layer{i}": std[i]}
+    return terms
+
+def select_moe_loss(model:nn.Module, batch:dict, debug:bool=False) -> dict:
+    "Loss terms of a Select-MoE forward pass for `Trainer(loss_fn=...)`; `debug`: also the per-layer gate statistics."
     out = model(**batch, output_router_logits=True)
     mask = batch.get("attention_mask")
-    good = torch.sigmoid(torch.stack([d["quality_score"].squeeze(-1) for d in out.router_logits]).float())
+    scores = torch.stack([d["quality_score"].squeeze(-1) for d in out.router_logits])
+    good = torch.sigmoid(scores.float())
     m = torch.ones_like(good[0]) if mask is None else mask.float()
     terms = {"loss": out.loss, "lm_loss": out.lm_loss, "quality_loss": out.quality_loss,
              "good_mean": ((good * m).sum((1, 2)) / m.sum()).mean()}
     if out.aux_loss is not None: terms["balance_loss"] = out.aux_loss
+    if debug: terms |= _debug_terms(getattr(model, "module", model).config, scores, good.detach(), m, out.quality_loss)
     return terms
 
 # %% ../../nbs/select_moe/12_router.ipynb #e6e309ba

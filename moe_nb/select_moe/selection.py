@@ -6,6 +6,7 @@ Docs: https://moe-nb.github.io/moe_nb/select_moe/selection.html.md"""
 
 # %% ../../nbs/select_moe/16_selection.ipynb #63226573
 from __future__ import annotations
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -14,14 +15,14 @@ import torch
 
 from dataclasses import dataclass
 from ..core import Config, ConfigError, save_json, save_jsonl, load_json
-from .clustering import kmeans, search_k, hdbscan
+from .clustering import kmeans, search_k, hdbscan, hdbscan_auto_tune
 from .router_data import load_router_data
 from .scores import d2_score
 
 # %% auto #0
 __all__ = ['QUALITY_KEYS', 'FEATURES', 'METHODS', 'n_to_select', 'round_robin_select', 'quality_select', 'random_select',
            'sample_quality', 'routing_features', 'cluster_features', 'SelectionConfig', 'select_from_router_data',
-           'select_batch']
+           'debug_lines', 'select_batch']
 
 # %% ../../nbs/select_moe/16_selection.ipynb #ef69930e
 def n_to_select(n:int, selection_percentage:float) -> int:
@@ -102,23 +103,29 @@ def routing_features(data:dict, normalize:Literal["none", "softmax", "zscore"]="
 # %% ../../nbs/select_moe/16_selection.ipynb #14a304f1
 def cluster_features(X:np.ndarray, method:Literal["kmeans", "hdbscan"]="kmeans", k:int=0, k_range=(10, 100), k_step:int=1,
                      metric:Literal["cosine", "euclidean"]="cosine", choose:str="elbow", n_init:int=1, seed:int=0,
-                     workers:int=1, min_cluster_size:int|None=None, min_samples:int|None=None) -> tuple[np.ndarray, dict]:
+                     workers:int=1, min_cluster_size:int|None=None, min_samples:int|None=None,
+                     max_iters:int=300, # k-means iterations at most (each k of the search, and the final fit)
+                     allocation:Literal["round_robin", "balanced"]="round_robin", # how the k search's values are spread over workers (GPUs)
+                     auto_tune:bool=False) -> tuple[np.ndarray, dict]: # HDBSCAN: search its two parameters (`hdbscan_auto_tune`)
     "Cluster labels of the features and what was searched (k = 0: automatic)."
     if method == "hdbscan":
-        lab = hdbscan(X, metric=metric, min_cluster_size=min_cluster_size, min_samples=min_samples)
-        return lab, {"method": "hdbscan", "k": int(len(set(lab.tolist()) - {-1})), "noise": int((lab == -1).sum())}
+        if auto_tune: lab, tune = hdbscan_auto_tune(X, metric=metric)
+        else: lab, tune = hdbscan(X, metric=metric, min_cluster_size=min_cluster_size, min_samples=min_samples), None
+        info = {"method": "hdbscan", "k": int(len(set(lab.tolist()) - {-1})), "noise": int((lab == -1).sum())}
+        return lab, info | ({"auto_tune": tune} if tune else {})
     if method != "kmeans": raise ValueError(f"clustering={method!r}: expected 'kmeans' or 'hdbscan'")
     info = {"method": "kmeans"}
     if not k:
         lo, hi = k_range
         hi = min(hi, len(X) - 1)
         if hi < lo: raise ValueError(f"k_range={tuple(k_range)}: only {len(X)} points, too few for k >= {lo}")
-        s = search_k(X, (lo, hi), k_step=k_step, metric=metric, n_init=n_init, seed=seed, workers=workers, choose=choose)
+        s = search_k(X, (lo, hi), k_step=k_step, metric=metric, n_init=n_init, seed=seed, workers=workers, choose=choose,
+                     max_iters=max_iters, allocation=allocation)
         k = s["k"]; info["search"] = {key: s[key] for key in ("ks", "inertia", "silhouette", "elbow_k", "silhouette_k")}
         seed_k = s["seed_for_k"][k]
     else: seed_k = seed
-    r = kmeans(X, k, metric=metric, n_init=n_init, seed=seed_k)
-    return r.labels.numpy(), info | {"k": int(k), "inertia": r.inertia}
+    r = kmeans(X, k, metric=metric, n_init=n_init, seed=seed_k, max_iters=max_iters)
+    return r.labels.numpy(), info | {"k": int(k), "inertia": r.inertia, "n_iter": r.n_iter}
 
 # %% ../../nbs/select_moe/16_selection.ipynb #acb6abcb
 METHODS = ("round_robin", "quality", "random")
@@ -139,9 +146,12 @@ class SelectionConfig(Config):
     n_init: int = 1
     seed: int = 0
     workers: int = 1                                                     # processes for the k search
+    gpu_allocation_strategy: Literal["round_robin", "balanced"] = "round_robin"  # the k values over workers (and GPUs): every W-th, or by cost
+    max_iters: int = 300                                                 # k-means iterations at most
     noise: Literal["cluster", "skip"] = "cluster"                        # HDBSCAN noise: one more cluster, or skipped
     min_cluster_size: int|None = None                                    # HDBSCAN; None: its default
     min_samples: int|None = None
+    auto_tune: bool = False                                              # HDBSCAN: pick both by coverage-weighted silhouette over a grid
     features: Literal["router", "lm_hidden"] = "router"                  # what is clustered: routing logits, or the small LM's hidden states
     per_task: bool = False                                               # select the share within each dataset (task), not overall
     d2_lambda: float|None = None                                         # D2's lambda; None: the warmup's quality_loss_weight
@@ -151,6 +161,7 @@ class SelectionConfig(Config):
     d2_top_k: int = 0                                                    # 0: mean over layers; k: mean of the k best layers
     d2_regulariser: Literal["linear", "quadratic"] = "linear"
     d2_per_token_lambda: bool = False                                    # lambda / (layers x tokens): the regulariser's own derivative
+    debug_print: bool = False                                            # print the clusters, their sizes, the picks per cluster, the timings
     def __post_init__(self):
         super().__post_init__()
         if self.quality_key not in QUALITY_KEYS: raise ConfigError(f"quality_key={self.quality_key!r}: expected one of {QUALITY_KEYS}")
@@ -160,6 +171,10 @@ class SelectionConfig(Config):
             raise ConfigError(f"selection_percentage={self.selection_percentage}: expected a share in (0, 1]")
         if self.k < 0 or not 1 <= self.k_range[0] <= self.k_range[1] or self.k_step < 1:
             raise ConfigError(f"k={self.k}, k_range={self.k_range}, k_step={self.k_step}: expected k >= 0, 1 <= k_min <= k_max, k_step >= 1")
+        if self.max_iters < 1: raise ConfigError(f"max_iters={self.max_iters}: expected at least 1")
+        if self.auto_tune and (self.clustering != "hdbscan" or self.min_cluster_size or self.min_samples):
+            raise ConfigError(f"auto_tune=True searches HDBSCAN's min_cluster_size and min_samples: it needs clustering='hdbscan' "
+                              f"(got {self.clustering!r}) and neither of them set (got {self.min_cluster_size}, {self.min_samples})")
 
 # %% ../../nbs/select_moe/16_selection.ipynb #c8106adc
 def _d2_settings(c:SelectionConfig, router_data:Path) -> dict:
@@ -192,11 +207,15 @@ def select_from_router_data(router_data:str|Path, out_dir:str|Path,
                             **overrides) -> dict: # fields of `SelectionConfig`, applied over `cfg`
     "Select from one router-data directory; write the selections and the report into `out_dir`."
     c = (cfg or SelectionConfig()).replace(**overrides) if overrides else (cfg or SelectionConfig())
+    t = [time.perf_counter()]
     data = load_router_data(router_data)
     X, q, recs = routing_features(data, c.normalize, c.quality_key, c.features, _d2_settings(c, router_data))
+    t.append(time.perf_counter())
     labels, info = cluster_features(X, c.clustering, c.k, c.k_range, c.k_step, c.metric, c.choose, c.n_init, c.seed, c.workers,
-                                    c.min_cluster_size, c.min_samples)
+                                    c.min_cluster_size, c.min_samples, c.max_iters, c.gpu_allocation_strategy, c.auto_tune)
+    t.append(time.perf_counter())
     picks = _picks(labels, q, recs, n_to_select(len(recs), c.selection_percentage), c)
+    t.append(time.perf_counter())
     n = len(picks[c.method])
     out = Path(out_dir)
     for m, idx in picks.items():
@@ -211,9 +230,30 @@ def select_from_router_data(router_data:str|Path, out_dir:str|Path,
               "config": c.to_dict(), "clustering": info, "clusters": {int(k_): int(s) for k_, s in zip(uniq, sizes)},
               "picks_per_cluster": {m: {int(k_): int((labels[idx] == k_).sum()) for k_ in uniq} for m, idx in picks.items()},
               "quality_hist": {"edges": edges.tolist(), "all": _hist(q, edges), **{m: _hist(q[idx], edges) for m, idx in picks.items()}},
-              "selected_ids": {m: [recs[i]["id"] for i in idx] for m, idx in picks.items()}}
+              "selected_ids": {m: [recs[i]["id"] for i in idx] for m, idx in picks.items()}, "n_features": int(X.shape[1]),
+              "timings_s": {"features": t[1] - t[0], "clustering": t[2] - t[1], "selection": t[3] - t[2], "writing": time.perf_counter() - t[3]}}
     save_json(report, out/"selection_report.json")
+    if c.debug_print: print("\n".join(debug_lines(report)), flush=True)
     return report
+
+# %% ../../nbs/select_moe/16_selection.ipynb #8723f6a5
+def _counts(d:dict) -> str: return " ".join(f"{k}:{v}" for k, v in sorted(d.items(), key=lambda kv: int(kv[0])))
+
+def debug_lines(report:dict) -> list[str]:
+    "The lines `debug_print` prints for a selection report."
+    cl, tm = report["clustering"], report["timings_s"]
+    s = cl.get("search")
+    how = (f"searched k {s['ks'][0]}..{s['ks'][-1]}: elbow {s['elbow_k']}, silhouette {s['silhouette_k']}" if s else
+           f"auto-tuned: min_cluster_size {cl['auto_tune']['best']['min_cluster_size']}, min_samples {cl['auto_tune']['best']['min_samples']}"
+           if "auto_tune" in cl else "k given" if cl["method"] == "kmeans" else "parameters given")
+    noise = f", {cl['noise']} noise" if "noise" in cl else ""
+    lines = [f"[selection] {report['n_samples']} samples, {report['n_features']} {report['features']} features, quality {report['quality_key']}",
+             f"[selection] {cl['method']}: {cl['k']} clusters{noise} ({how})",
+             f"[selection] cluster sizes: {_counts(report['clusters'])}"]
+    lines += [f"[selection] picks per cluster, {m}{' (written)' if m == report['method'] else ''}: {_counts(p)}" for m, p in report["picks_per_cluster"].items()]
+    lines.append(f"[selection] {report['n_selected']} selected ({100 * report['n_selected'] / report['n_samples']:.1f}%); "
+                 + ", ".join(f"{k} {v:.3f}s" for k, v in tm.items()))
+    return lines
 
 # %% ../../nbs/select_moe/16_selection.ipynb #4114a3e8
 def select_batch(root:str|Path, out_root:str|Path, cfg:SelectionConfig|None=None, **overrides) -> list[dict]:
