@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['ROLES', 'EOS', 'PAD', 'FORMAT_TOKENS', 'SPECIAL_TOKENS', 'TEMPLATES', 'DataError', 'record_problem', 'Records',
-           'read_jsonl', 'load_records', 'encode_chat', 'collate', 'causal_lm_loss', 'pack_tokens']
+__all__ = ['ROLES', 'NATIVE_FORMATS', 'EOS', 'PAD', 'FORMAT_TOKENS', 'SPECIAL_TOKENS', 'TEMPLATES', 'DataError', 'record_problem',
+           'Records', 'dolly_messages', 'flan_messages', 'native_format', 'oasst1_threads', 'read_jsonl',
+           'load_records', 'encode_chat', 'collate', 'causal_lm_loss', 'pack_tokens']
 
 # %% ../nbs/01_data.ipynb #a9de7685
 class DataError(ValueError):
@@ -47,10 +48,58 @@ class Records(list):
     @property
     def n_skipped(self): return len(self.errors)
 
+# %% ../nbs/01_data.ipynb #55f77332
+def dolly_messages(obj:dict) -> dict:
+    "A Dolly record (instruction, context, response, category) as a messages record."
+    user = obj["instruction"].strip() + (f"\n\n{obj['context'].strip()}" if (obj.get("context") or "").strip() else "")
+    extra = {"category": obj["category"]} if obj.get("category") else {}
+    return {"dataset": "dolly", **extra, "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": obj["response"]}]}
+
+def flan_messages(obj:dict) -> dict:
+    "A FLAN v2 collection record (inputs, targets, task_source; CoT's too) as a messages record."
+    ds = "cot" if str(obj.get("task_source", "")).lower() == "cot" else "flan_v2"
+    return {"dataset": ds, "messages": [{"role": "user", "content": obj["inputs"]}, {"role": "assistant", "content": obj["targets"]}]}
+
+NATIVE_FORMATS = {"dolly": (("instruction", "response"), dolly_messages), "flan": (("inputs", "targets"), flan_messages),
+                  "oasst1": (("message_id", "parent_id", "role", "text"), None)}
+
+def native_format(obj) -> str|None:
+    "The native instruction format `obj` is in (dolly, flan, oasst1), or None (messages, text, anything else)."
+    if not isinstance(obj, dict) or "messages" in obj: return None
+    return next((name for name, (keys, _) in NATIVE_FORMATS.items() if all(k in obj for k in keys)), None)
+
+# %% ../nbs/01_data.ipynb #cfbe2d64
+def oasst1_threads(rows:list[dict], lang:str|None=None, # only messages in this language (e.g. "en"); None: all
+                   top_k:int|None=None) -> list[dict]: # only replies of rank < top_k (unranked ones kept); None: all
+    "OASST1 message rows as messages records: one per path from a root prompt to an assistant reply that is not continued."
+    keep = [r for r in rows if not r.get("deleted") and (lang is None or r.get("lang") == lang)]
+    kids = {}
+    for r in keep: kids.setdefault(r["parent_id"], []).append(r)
+    out = []
+    def walk(r, path) -> bool:
+        path = path + [{"role": "user" if r["role"] == "prompter" else "assistant", "content": r["text"]}]
+        done = False
+        for c in sorted(kids.get(r["message_id"], []), key=lambda c: (c.get("rank") is None, c.get("rank") or 0, c["message_id"])):
+            if top_k is None or c.get("rank") is None or c["rank"] < top_k: done |= walk(c, path)
+        if r["role"] == "assistant" and not done: out.append({"dataset": "oasst1", "id": f"oasst1_{r['message_id']}", "messages": path})
+        return done or r["role"] == "assistant"
+    for root in kids.get(None, []): walk(root, [])
+    return out
+
+def _native(obj, oasst:list) -> tuple[object, str|None, bool]:
+    "A native record converted to messages (or its problem); an OASST1 row is held in `oasst` instead (third value True)."
+    fmt = native_format(obj)
+    if fmt is None: return obj, None, False
+    keys, conv = NATIVE_FORMATS[fmt]
+    if bad := [k for k in keys if k != "parent_id" and not isinstance(obj.get(k), str)]: return None, f"a {fmt} record needs string fields {bad}", False
+    if fmt != "oasst1": return conv(obj), None, False
+    if obj["role"] not in ("prompter", "assistant"): return None, f"an oasst1 message has role {obj['role']!r}, expected 'prompter' or 'assistant'", False
+    oasst.append(obj); return None, None, True
+
 # %% ../nbs/01_data.ipynb #57d7f59c
 def _fill(rec:dict, kind:str, dataset:str, n:int) -> dict:
     if kind == "messages":
-        rec.setdefault("dataset", dataset)
+        rec.setdefault("dataset", dataset.removesuffix("_data"))
         rec.setdefault("id", f"{rec['dataset']}_{n}")
     return rec
 
@@ -69,11 +118,14 @@ def read_jsonl(path:str|Path, # a .jsonl file
     path = Path(path)
     if on_error not in ("raise", "skip"): raise ValueError(f"on_error={on_error!r}: expected 'raise' or 'skip'")
     if not path.exists(): raise FileNotFoundError(f"{path}: no such data file")
-    out = Records(source=str(path))
+    out, oasst = Records(source=str(path)), []
     with open(path, "rb") as f:
         for ln, raw in enumerate(f, 1):
             if not raw.strip(): continue
             obj, problem = _json_line(raw)
+            if problem is None and kind != "text":
+                obj, problem, held = _native(obj, oasst)
+                if held: continue
             if problem is None:
                 if kind == "auto" and isinstance(obj, dict): kind = "messages" if "messages" in obj else "text"
                 problem = record_problem(obj, "messages" if kind == "auto" else kind)
@@ -81,6 +133,7 @@ def read_jsonl(path:str|Path, # a .jsonl file
             msg = f"{path}:{ln}: {problem}"
             if on_error == "raise": raise DataError(msg)
             out.errors.append(msg)
+    out.extend(oasst1_threads(oasst))
     return out
 
 # %% ../nbs/01_data.ipynb #3b6434b5
@@ -106,15 +159,17 @@ def load_records(source:str|Path, # a .jsonl file, a directory of them, or a `da
     except ImportError: raise ImportError("reading a dataset by name needs the `datasets` package: pip install datasets") from None
     try: ds = datasets.load_dataset(str(source), split=split)
     except Exception as e: raise DataError(f"{source}: not a local .jsonl file or directory, and `datasets` could not load it ({e})") from None
-    out = Records(source=f"{source}[{split}]")
+    out, oasst = Records(source=f"{source}[{split}]"), []
     for i, obj in enumerate(ds):
-        obj = dict(obj)
-        k = kind if kind != "auto" else ("messages" if "messages" in obj else "text")
-        problem = record_problem(obj, k)
+        obj, problem, held = _native(dict(obj), oasst) if kind != "text" else (dict(obj), None, False)
+        if held: continue
+        k = kind if kind != "auto" else ("messages" if isinstance(obj, dict) and "messages" in obj else "text")
+        problem = problem or record_problem(obj, k)
         if problem is None: out.append(_fill(obj, k, str(source).split("/")[-1], i)); continue
         msg = f"{source}[{split}]:row {i}: {problem}"
         if on_error == "raise": raise DataError(msg)
         out.errors.append(msg)
+    out.extend(oasst1_threads(oasst))
     return out
 
 # %% ../nbs/01_data.ipynb #65e2309e

@@ -179,3 +179,29 @@ def test_gate_diagnosis(tmp_path):
 def test_gate_diagnosis_bad_variant(tmp_path):
     r = moe_nb("run", "select_moe_gate_diagnosis", "--preset", "tiny", "-p", "d2_variant", "gates", "--runs-dir", tmp_path, "--quiet")
     assert r.returncode == 2 and "parameter 'd2_variant': 'gates' is not one of the variants" in r.stderr, r.stderr
+
+def test_convert_and_compare_commands(tmp_path):
+    "The seed's convert and compare scripts as commands: convert in one process, compare in another, read back in this one."
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+    from moe_nb.select_moe.model import convert_olmoe_to_select_moe
+    out = tmp_path/"sm"
+    r = moe_nb("select-moe", "convert", "tiny-olmoe", out, "--dtype", "bfloat16", "--set", "quality_gate_init_std", "0.05")
+    assert r.returncode == 0 and f"converted tiny-olmoe to Select-MoE: {out}" in r.stdout, r.stdout + r.stderr
+    r = moe_nb("select-moe", "compare", out, "--json", tmp_path/"rep.json")
+    assert r.returncode == 0 and "PASSED" in r.stdout, r.stdout + r.stderr
+    rep = json.loads((tmp_path/"rep.json").read_text())
+    assert rep["changed"] == rep["missing"] == [] and rep["gates_only"] and rep["dtype"] == "bfloat16" and rep["source"] == "tiny-olmoe"
+    back = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=False)
+    ref = convert_olmoe_to_select_moe("tiny-olmoe", quality_gate_init_std=0.05).to(torch.bfloat16)
+    assert back.config.quality_gate_init_std == 0.05 and back.dtype == torch.bfloat16
+    sb, sr = back.state_dict(), ref.state_dict()
+    assert sb.keys() == sr.keys() and all(torch.equal(sb[k], sr[k]) for k in sr)
+    w = load_file(out/"model.safetensors")  # a weight changed after the conversion: the check fails and names it
+    w["model.layers.0.self_attn.q_proj.weight"] = w["model.layers.0.self_attn.q_proj.weight"] * 2
+    save_file(w, out/"model.safetensors", metadata={"format": "pt"})
+    r = moe_nb("select-moe", "compare", out)
+    assert r.returncode == 1 and "FAILED" in r.stdout and "model.layers.0.self_attn.q_proj.weight" in r.stdout, r.stdout
+    r = moe_nb("select-moe", "convert", "tiny-qwen2", tmp_path/"q")
+    assert r.returncode == 2 and "is a 'qwen2' checkpoint; this pipeline needs 'olmoe'" in r.stderr and not (tmp_path/"q").exists(), r.stderr

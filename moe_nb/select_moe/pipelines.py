@@ -212,15 +212,19 @@ class SelectMoeSelectionParams(PipelineParams):
     d2_regulariser: str                            # linear | quadratic
     d2_per_token_lambda: bool
     debug_print: bool                              # print the clusters, their sizes, the picks per cluster and the timings
-    def __post_init__(self):
-        super().__post_init__()
-        self.selection()  # the selection settings are checked before a run directory exists
 
-    def selection(self):
-        "The `SelectionConfig` these parameters describe."
-        from moe_nb.select_moe.selection import SelectionConfig
-        d = {k: v for k, v in self.to_dict().items() if k in SelectionConfig.fields()}
-        return SelectionConfig.from_dict({**d, "k_range": (self.k_min, self.k_max)}, where=f"{self.PIPELINE} parameters")
+# %% ../../nbs/select_moe/19_pipelines.ipynb #180a6e37
+@patch
+def __post_init__(self:SelectMoeSelectionParams):
+    PipelineParams.__post_init__(self)
+    self.selection()  # the selection settings are checked before a run directory exists
+
+@patch
+def selection(self:SelectMoeSelectionParams):
+    "The `SelectionConfig` these parameters describe."
+    from moe_nb.select_moe.selection import SelectionConfig
+    d = {k: v for k, v in self.to_dict().items() if k in SelectionConfig.fields()}
+    return SelectionConfig.from_dict({**d, "k_range": (self.k_min, self.k_max)}, where=f"{self.PIPELINE} parameters")
 
 # %% ../../nbs/select_moe/19_pipelines.ipynb #88c7185f
 @patch
@@ -292,16 +296,19 @@ class SelectMoeWarmupParams(PipelineParams):
     quality_loss_debug: bool                       # log the quality loss and gate statistics per layer at every logged step
     num_processes: int                             # > 1: data parallel in that many processes
     accelerate_config: str|None                    # an accelerate config file (DeepSpeed, FSDP)
-    def __post_init__(self):
-        super().__post_init__()
-        from moe_nb.core import ConfigError
-        from moe_nb.select_moe.losses import quality_loss_fn
-        try: quality_loss_fn(self.quality_loss_type)
-        except ValueError as e: raise ConfigError(f"parameter 'quality_loss_type': {e}") from None
-        if self.lm_loss_average not in ("token", "sample"): raise ConfigError(f"parameter 'lm_loss_average': expected 'token' or 'sample', got {self.lm_loss_average!r}")
-        if self.num_processes < 1: raise ConfigError(f"parameter 'num_processes': expected at least 1, got {self.num_processes}")
-        if self.probe_every > 0 and (self.num_processes > 1 or self.accelerate_config):
-            raise ConfigError(f"probe_every={self.probe_every}: the gate probe runs in one process; set probe_every 0 or num_processes 1")
+
+# %% ../../nbs/select_moe/19_pipelines.ipynb #d968c85b
+@patch
+def __post_init__(self:SelectMoeWarmupParams):
+    PipelineParams.__post_init__(self)
+    from moe_nb.core import ConfigError
+    from moe_nb.select_moe.losses import quality_loss_fn
+    try: quality_loss_fn(self.quality_loss_type)
+    except ValueError as e: raise ConfigError(f"parameter 'quality_loss_type': {e}") from None
+    if self.lm_loss_average not in ("token", "sample"): raise ConfigError(f"parameter 'lm_loss_average': expected 'token' or 'sample', got {self.lm_loss_average!r}")
+    if self.num_processes < 1: raise ConfigError(f"parameter 'num_processes': expected at least 1, got {self.num_processes}")
+    if self.probe_every > 0 and (self.num_processes > 1 or self.accelerate_config):
+        raise ConfigError(f"probe_every={self.probe_every}: the gate probe runs in one process; set probe_every 0 or num_processes 1")
 
 # %% ../../nbs/select_moe/19_pipelines.ipynb #b8f27028
 @patch

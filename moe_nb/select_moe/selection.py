@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from dataclasses import dataclass
+from fastcore.basics import patch
 from ..core import Config, ConfigError, save_json, save_jsonl, load_json
 from .clustering import kmeans, search_k, hdbscan, hdbscan_auto_tune
 from .router_data import load_router_data
@@ -162,19 +163,22 @@ class SelectionConfig(Config):
     d2_regulariser: Literal["linear", "quadratic"] = "linear"
     d2_per_token_lambda: bool = False                                    # lambda / (layers x tokens): the regulariser's own derivative
     debug_print: bool = False                                            # print the clusters, their sizes, the picks per cluster, the timings
-    def __post_init__(self):
-        super().__post_init__()
-        if self.quality_key not in QUALITY_KEYS: raise ConfigError(f"quality_key={self.quality_key!r}: expected one of {QUALITY_KEYS}")
-        if self.d2_tau <= 0 or self.d2_kappa < 0 or self.d2_top_k < 0:
-            raise ConfigError(f"d2_tau={self.d2_tau}, d2_kappa={self.d2_kappa}, d2_top_k={self.d2_top_k}: expected tau > 0, kappa >= 0, top_k >= 0")
-        if not 0 < self.selection_percentage <= 1:
-            raise ConfigError(f"selection_percentage={self.selection_percentage}: expected a share in (0, 1]")
-        if self.k < 0 or not 1 <= self.k_range[0] <= self.k_range[1] or self.k_step < 1:
-            raise ConfigError(f"k={self.k}, k_range={self.k_range}, k_step={self.k_step}: expected k >= 0, 1 <= k_min <= k_max, k_step >= 1")
-        if self.max_iters < 1: raise ConfigError(f"max_iters={self.max_iters}: expected at least 1")
-        if self.auto_tune and (self.clustering != "hdbscan" or self.min_cluster_size or self.min_samples):
-            raise ConfigError(f"auto_tune=True searches HDBSCAN's min_cluster_size and min_samples: it needs clustering='hdbscan' "
-                              f"(got {self.clustering!r}) and neither of them set (got {self.min_cluster_size}, {self.min_samples})")
+
+# %% ../../nbs/select_moe/16_selection.ipynb #026ea819
+@patch
+def __post_init__(self:SelectionConfig):
+    Config.__post_init__(self)
+    if self.quality_key not in QUALITY_KEYS: raise ConfigError(f"quality_key={self.quality_key!r}: expected one of {QUALITY_KEYS}")
+    if self.d2_tau <= 0 or self.d2_kappa < 0 or self.d2_top_k < 0:
+        raise ConfigError(f"d2_tau={self.d2_tau}, d2_kappa={self.d2_kappa}, d2_top_k={self.d2_top_k}: expected tau > 0, kappa >= 0, top_k >= 0")
+    if not 0 < self.selection_percentage <= 1:
+        raise ConfigError(f"selection_percentage={self.selection_percentage}: expected a share in (0, 1]")
+    if self.k < 0 or not 1 <= self.k_range[0] <= self.k_range[1] or self.k_step < 1:
+        raise ConfigError(f"k={self.k}, k_range={self.k_range}, k_step={self.k_step}: expected k >= 0, 1 <= k_min <= k_max, k_step >= 1")
+    if self.max_iters < 1: raise ConfigError(f"max_iters={self.max_iters}: expected at least 1")
+    if self.auto_tune and (self.clustering != "hdbscan" or self.min_cluster_size or self.min_samples):
+        raise ConfigError(f"auto_tune=True searches HDBSCAN's min_cluster_size and min_samples: it needs clustering='hdbscan' "
+                          f"(got {self.clustering!r}) and neither of them set (got {self.min_cluster_size}, {self.min_samples})")
 
 # %% ../../nbs/select_moe/16_selection.ipynb #c8106adc
 def _d2_settings(c:SelectionConfig, router_data:Path) -> dict:
