@@ -370,6 +370,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no log lines, only the progress bar and the result")
     r.add_argument("-v", "--verbose", action="store_true", help="everything on the console: papermill's lines, outputs, warnings")
     r.add_argument("--check", action="store_true", help="check the parameters and the pipeline's presets; run nothing")
+    r.add_argument("--wandb-offline", action="store_true", help="track with W&B in offline mode (tracker wandb, WANDB_MODE=offline): sync later with `wandb sync`")
+    pl = sub.add_parser("plot", help="plot a run's training curves from its metrics.jsonl, with a smoothing window")
+    pl.add_argument("run", help="a run directory, a pipeline name (its newest run), or latest")
+    pl.add_argument("--keys", default="loss,kl,lm_loss,aux_loss,eval_loss,lr,grad_norm", help="comma-separated metric names")
+    pl.add_argument("--smooth", type=int, default=1, help="trailing moving average over this many logged points")
+    pl.add_argument("--out", default=None, help="the image to write (default: RUN/metrics[_smoothN].png)"); pl.add_argument("--runs-dir", default="runs")
     s = sub.add_parser("resume", help="re-execute a crashed, failed or interrupted run into its own directory")
     s.add_argument("run", help="a run directory, a pipeline name (its newest run), or latest")
     s.add_argument("--runs-dir", default="runs"); s.add_argument("--quiet", action="store_true", help="no log lines")
@@ -426,6 +432,22 @@ def _gpu_check(args) -> int:
     print((rd/"report.md").read_text() + f"\nreport: {rd}")
     return 1 if any(r["status"] == "failed" for r in rep["checks"] + rep["benches"]) else 0
 
+def _wandb_offline(notebook, params:dict) -> dict:
+    "The seed's `--wandb-offline`: the run tracks with W&B, offline (into its run directory) whatever WANDB_MODE said."
+    if "tracker" not in notebook_params(find_notebook(notebook)): raise CliError(f"--wandb-offline: {notebook} has no tracker parameter")
+    if params.get("tracker", "wandb") != "wandb": raise CliError(f"--wandb-offline conflicts with -p tracker {params['tracker']}")
+    os.environ["WANDB_MODE"] = "offline"  # the notebook's kernel inherits it
+    return {**params, "tracker": "wandb"}
+
+def _plot(args) -> int:
+    from moe_nb.runs import plot_metrics
+    from moe_nb.core import save_figure
+    rd = find_run_dir(args.run, args.runs_dir)
+    try: fig = plot_metrics(rd, tuple(k for k in args.keys.split(",") if k), smooth=args.smooth)
+    except (ValueError, FileNotFoundError) as e: raise CliError(str(e)) from None
+    out = Path(args.out) if args.out else rd/f"metrics{f'_smooth{args.smooth}' if args.smooth > 1 else ''}.png"
+    save_figure(fig, out); print(out); return 0
+
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `moe-nb` command."
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -438,6 +460,7 @@ def main(argv:list[str]|None=None) -> int:
             for k, v in args.param:
                 if k in params: raise CliError(f"-p {k} is given twice")
                 params[k] = v
+            if args.wandb_offline: params = _wandb_offline(args.notebook, params)
             if args.check:
                 c = check_run(args.notebook, params, args.preset)
                 print(f"{Path(c['notebook']).stem}: parameters check out; presets checked: {', '.join(c['presets']) or 'none'}\n"
@@ -454,6 +477,7 @@ def main(argv:list[str]|None=None) -> int:
             print(format_table(pipeline_table(), ["system", "pipeline", "parameters", "presets"])); return 0
         if args.cmd == "demo": return _demo(args)
         if args.cmd == "gpu-check": return _gpu_check(args)
+        if args.cmd == "plot": return _plot(args)
     except CliError as e:
         print(f"moe-nb: error: {e}", file=sys.stderr); return 2
     except Interrupted as e:

@@ -15,13 +15,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 import yaml
 
-from .core import Config, ConfigError, get_logger, seed_everything, load_json, load_yaml, save_json, save_yaml
+from .core import Config, ConfigError, get_logger, seed_everything, load_json, load_yaml, save_json, save_yaml, read_jsonl_log
+import numpy as np
 
 # %% auto #0
 __all__ = ['HEARTBEAT', 'STALE_AFTER_S', 'POSITIVE', 'NON_NEGATIVE', 'FRACTIONS', 'PIPELINE_PARAMS', 'param_hash', 'utc_stamp',
            'make_run_dir', 'update_metrics', 'open_run', 'heartbeat', 'read_metrics', 'run_status', 'find_run',
            'range_problems', 'PipelineParams', 'pipeline_params', 'TinyLmParams', 'run_nested', 'list_runs',
-           'fmt_value', 'format_table', 'runs_table', 'plot_metrics']
+           'fmt_value', 'format_table', 'runs_table', 'smooth_values', 'plot_metrics']
 
 # %% ../nbs/09_runs.ipynb #12cbfee5
 def param_hash(params:dict, n:int=8) -> str:
@@ -284,17 +285,29 @@ def runs_table(rows:list[dict]) -> str:
     return format_table(flat, ["pipeline", "run", "status", "metrics"])
 
 # %% ../nbs/09_runs.ipynb #2232075b
+def smooth_values(v, window:int=1) -> np.ndarray:
+    "Trailing moving average: point i is the mean of the last `window` values up to i (fewer at the start)."
+    if window < 1: raise ValueError(f"smoothing window={window}: expected at least 1")
+    c = np.cumsum(np.r_[0.0, np.asarray(v, dtype=float)])
+    i = np.arange(1, len(c))
+    return (c[i] - c[np.maximum(0, i - window)]) / np.minimum(i, window)
+
 def plot_metrics(path:str|Path, # a metrics.jsonl (or the run directory holding it)
-                 keys:tuple=("loss", "kl", "lm_loss", "aux_loss", "eval_loss", "lr", "grad_norm")):
-    "One panel per metric present in the run's `metrics.jsonl`, against the step."
+                 keys:tuple=("loss", "kl", "lm_loss", "aux_loss", "eval_loss", "lr", "grad_norm"),
+                 smooth:int=1): # > 1: also the trailing moving average over this many logged points
+    "One panel per metric present in the run's `metrics.jsonl`, against the step (raw faded, smoothed on top)."
     import matplotlib.pyplot as plt
     p = Path(path); p = p/"metrics.jsonl" if p.is_dir() else p
-    rows = [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
-    keys = [k for k in keys if any(k in r for r in rows)]
-    if not keys: raise ValueError(f"{p}: none of the metrics {keys} was logged")
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
-    for ax, k in zip(axes[0], keys):
-        pts = [(r["step"], r[k]) for r in rows if k in r]
-        ax.plot(*zip(*pts), marker="o" if len(pts) < 3 else None); ax.set_title(k); ax.set_xlabel("step")
+    if not p.exists(): raise FileNotFoundError(f"{p}: no metrics.jsonl (not a training run, or it logged nothing yet)")
+    rows = read_jsonl_log(p)
+    have = [k for k in keys if any(k in r for r in rows)]
+    if not have: raise ValueError(f"{p}: none of the metrics {list(keys)} was logged")
+    fig, axes = plt.subplots(1, len(have), figsize=(3.2 * len(have), 2.8), squeeze=False)
+    for ax, k in zip(axes[0], have):
+        st, v = zip(*[(r["step"], r[k]) for r in rows if k in r])
+        ax.plot(st, v, marker="o" if len(st) < 3 else None, alpha=0.35 if smooth > 1 else 1.0, label="logged")
+        if smooth > 1: ax.plot(st, smooth_values(v, smooth), color="C0", label=f"mean of {smooth}")
+        ax.set_title(k); ax.set_xlabel("step")
+    if smooth > 1: axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     return fig

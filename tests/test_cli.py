@@ -32,9 +32,18 @@ def test_installed():
 
 def test_run_tiny_lm(tmp_path):
     runs = tmp_path/"runs"
-    r = moe_nb("run", "tiny_lm", "--preset", "smoke", "-p", "steps", "60", "--runs-dir", runs, "--quiet")
+    # --wandb-offline (the seeds' flag): W&B tracks offline into the run even where WANDB_MODE asks for online (no network here)
+    r = moe_nb("run", "tiny_lm", "--preset", "smoke", "-p", "steps", "60", "--wandb-offline", "--runs-dir", runs, "--quiet",
+               env={"WANDB_MODE": "online", "WANDB_SILENT": "true"})
     assert r.returncode == 0, r.stdout + r.stderr
     rd = only_run(runs, "tiny_lm")
+    assert yaml.safe_load((rd/"params.yaml").read_text())["tracker"] == "wandb" and list(rd.glob("wandb/offline-run-*/run-*.wandb"))
+    r = moe_nb("plot", rd, "--keys", "loss,lr,no_such", "--smooth", "3")  # the seed's plot_metrics, with its smoothing window
+    assert r.returncode == 0 and (rd/"metrics_smooth3.png").read_bytes()[:4] == b"\x89PNG", r.stdout + r.stderr
+    r = moe_nb("plot", rd, "--keys", "kl")
+    assert r.returncode == 2 and "none of the metrics ['kl'] was logged" in r.stderr, r.stderr
+    r = moe_nb("run", "tiny_lm", "--wandb-offline", "-p", "tracker", "none", "--check")
+    assert r.returncode == 2 and "--wandb-offline conflicts with -p tracker none" in r.stderr, r.stderr
     names = {p.name for p in rd.iterdir()}
     assert {"tiny_lm.ipynb", "params.yaml", "metrics.json", "loss.png", "run.log"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
