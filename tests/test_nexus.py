@@ -62,9 +62,32 @@ def test_bad_input(tmp_path, param, value, message):
     assert m["status"] == "failed" and not (rd/"model").exists() and not (rd/"router_stats.safetensors").exists()
 
 def test_bad_choice_refused_before_the_run(tmp_path):
-    r = moe_nb("run", "nexus", "--preset", "smoke", "-p", "init", "pca_top8", "--runs-dir", tmp_path)
-    assert r.returncode == 2 and "nexus.ipynb: parameter 'init' expects 'pca_topK' or 'random' or 'top1' or 'top1_average', got 'pca_top8'" in r.stderr, r.stderr
+    for args, msg in ((["-p", "init", "pca"], "parameter 'init': init='pca': unknown initialisation; expected pca_top<K> (e.g. the seed's pca_top24)"),
+                      (["-p", "init", "pca_top4", "-p", "k", "2"], "init='pca_top4' says K=4 but k=2")):
+        r = moe_nb("run", "nexus", "--preset", "smoke", *args, "--runs-dir", tmp_path)
+        assert r.returncode == 2 and msg in r.stderr, r.stderr
     assert not tmp_path.joinpath("nexus").exists()
+
+def test_collection_in_two_processes_and_saved_stats(tmp_path):
+    "The router statistics collected in 2 processes equal 1 process's (counts, tokens); a run's saved statistics replace the collection."
+    import torch
+    from moe_nb.cli import find_notebook, notebook_params
+    from moe_nb.nexus.pipelines import NexusParams
+    from moe_nb.zoo import load_backbone, tokenizer_for
+    p = NexusParams.from_notebook({k: v["default"] for k, v in notebook_params(find_notebook("nexus")).items()}).replace(
+        collect_tokens=3000, docs_per_domain=40, seq_len=64, device="cpu", collect_sampling="balanced")
+    teacher, tok = load_backbone("tiny-gpt_oss").eval(), tokenizer_for("tiny-gpt_oss")
+    one, _, r1 = p.expert_inputs(tmp_path/"one", teacher, tok)
+    two, _, r2 = p.replace(collect_processes=2).expert_inputs(tmp_path/"two", teacher, tok)
+    assert one.tokens == two.tokens == 3008 and r2["processes"] == 2 and r1["sources"] == r2["sources"]  # 47 whole blocks of 64
+    assert torch.equal(one.counts, two.counts)
+    torch.testing.assert_close(one.probs[1].float().mean(0), two.probs[1].float().mean(0), rtol=0, atol=1e-4)
+    one.save(tmp_path/"one"/"router_stats.safetensors")
+    r = moe_nb("run", "nexus", "--preset", "smoke", "-p", "pca_stats", tmp_path/"one", "-p", "init", "pca_top4", "-p", "steps", "4",
+               "--runs-dir", tmp_path/"runs", "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rd, m = only_run(tmp_path/"runs")
+    assert m["router_statistics"] == {"pca_stats": str(tmp_path/"one")} and m["collected_tokens"] == 3008 and m["k"] == 4
 
 def test_checkpoint_by_path(tmp_path):
     "A GPT-OSS checkpoint directory (weights + tokenizer), as a real user brings one; the converted model reloads from its run."

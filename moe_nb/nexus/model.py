@@ -6,7 +6,7 @@ Docs: https://moe-nb.github.io/moe_nb/nexus/model.html.md"""
 
 # %% ../../nbs/nexus/20_model.ipynb #3d811ad0
 from __future__ import annotations
-import copy
+import copy, re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal  # noqa: F401  (named by the inherited config fields; show_doc evaluates their annotations here)
@@ -20,13 +20,13 @@ from transformers import initialization as init
 from transformers.models.gpt_oss.modeling_gpt_oss import (GptOssExperts, GptOssTopKRouter, GptOssModel, GptOssForCausalLM,
                                                           GptOssPreTrainedModel)
 
-from ..core import save_tensors, load_tensors
+from ..core import save_tensors, load_tensors, load_json, save_json
 
 # %% auto #0
 __all__ = ['INITS', 'GptOssSharedExpert', 'average_experts_', 'GptOssNexusMLP', 'GptOssNexusConfig', 'GptOssNexusModel',
-           'GptOssNexusForCausalLM', 'RouterStats', 'moe_routers', 'collect_router_stats', 'choose_experts',
-           'top_experts', 'plot_router_pca', 'nexus_config', 'add_shared_experts', 'load_nexus', 'nexus_trainable',
-           'chat']
+           'GptOssNexusForCausalLM', 'RouterStats', 'moe_routers', 'collect_router_stats', 'sample_documents',
+           'merge_router_stats', 'choose_experts', 'top_experts', 'plot_router_pca', 'parse_init', 'init_k',
+           'nexus_config', 'add_shared_experts', 'load_pca_stats', 'load_nexus', 'nexus_trainable', 'chat']
 
 # %% ../../nbs/nexus/20_model.ipynb #d5b7afdd
 class GptOssSharedExpert(nn.Module):
@@ -200,6 +200,45 @@ def collect_router_stats(model, blocks:torch.Tensor, # (N, T) token blocks
         model.train(was_training)
     return RouterStats([torch.cat(p) for p in probs], counts, done, k, source, getattr(model, "name_or_path", "") or type(model).__name__)
 
+# %% ../../nbs/nexus/20_model.ipynb #a5f0bf19
+def _take(docs_tok:list[int], budget:float) -> int:
+    "How many of these documents (token counts in order) meet `budget` tokens."
+    c = np.cumsum(docs_tok)
+    return int(min(len(c), np.searchsorted(c, budget) + 1)) if budget > 0 else 0
+
+def sample_documents(docs:dict[str, list[str]], tok, target_tokens:int, max_docs:int=0, # 0: every document is a candidate
+                     sampling:Literal["proportional", "balanced", "sequential"]="proportional", seed:int=0) -> tuple[list[str], dict]:
+    "Documents across sources for a router-statistics budget of `target_tokens`; the texts and the tokens and documents per source."
+    if sampling not in ("proportional", "balanced", "sequential"): raise ValueError(f"sampling={sampling!r}: expected 'proportional', 'balanced' or 'sequential'")
+    docs = {s: list(d) for s, d in docs.items() if d}
+    if not docs: raise ValueError("no documents to collect router statistics on")
+    n_all = sum(len(d) for d in docs.values())
+    rng = np.random.default_rng(seed)
+    for s, d in docs.items():
+        if sampling != "sequential": d[:] = [d[i] for i in rng.permutation(len(d))]
+        if max_docs: d[:] = d[:max(1, round(max_docs * len(d) / n_all))]
+    ntok = {s: [len(t) for t in tok(d, add_special_tokens=False)["input_ids"]] for s, d in docs.items()}
+    avail = {s: sum(n) for s, n in ntok.items()}
+    if sampling == "sequential": budget, left = {}, target_tokens
+    elif sampling == "proportional": budget = {s: target_tokens * a / sum(avail.values()) for s, a in avail.items()}
+    else:
+        budget, left, todo = {}, float(target_tokens), sorted(avail, key=avail.get)
+        for i, s in enumerate(todo): budget[s] = min(avail[s], left / (len(todo) - i)); left -= budget[s]
+    out, report = [], {}
+    for s in docs:
+        if sampling == "sequential": b = left; left -= min(left, avail[s])
+        else: b = budget[s]
+        n = _take(ntok[s], b)
+        out += docs[s][:n]; report[s] = {"documents": n, "tokens": int(sum(ntok[s][:n])), "candidates": len(docs[s])}
+    return out, report
+
+def merge_router_stats(parts:list[RouterStats]) -> RouterStats:
+    "The statistics of several processes as one: probabilities concatenated in the order given, counts and tokens added."
+    if not parts: raise ValueError("no router statistics to merge")
+    if len({(len(p.probs), p.top_k, p.probs[0].shape[1]) for p in parts}) > 1: raise ValueError("router statistics of different models cannot be merged")
+    return RouterStats([torch.cat([p.probs[i] for p in parts]) for i in range(len(parts[0].probs))], sum(p.counts for p in parts),
+                       sum(p.tokens for p in parts), parts[0].top_k, parts[0].source, parts[0].model)
+
 # %% ../../nbs/nexus/20_model.ipynb #087713e5
 def choose_experts(stats:RouterStats, k:int|None=None, # None: 24, capped at the number of experts
                    var_threshold:float=0.9) -> dict:
@@ -254,6 +293,20 @@ def plot_router_pca(choice:dict):
 # %% ../../nbs/nexus/20_model.ipynb #698c9bda
 INITS = ("pca_topK", "random", "top1", "top1_average")
 
+def parse_init(init:str) -> tuple[str, int|None]:
+    "The strategy an init name means and the K it fixes: the seed's names (`pca_top24`, ...), `pca_topK` with K given apart."
+    if m := re.fullmatch(r"pca_top(\d+)", str(init)):
+        if int(m.group(1)) < 1: raise ValueError(f"init={init!r}: K must be at least 1")
+        return "pca_topK", int(m.group(1))
+    if init in INITS: return init, None
+    raise ValueError(f"init={init!r}: unknown initialisation; expected pca_top<K> (e.g. the seed's pca_top24), pca_topK, random, top1 or top1_average")
+
+def init_k(init:str, k:int|None) -> tuple[str, int|None]:
+    "The strategy and K of `init` with `k`: the K in the name, or `k`; both given must agree."
+    how, kn = parse_init(init)
+    if kn is not None and k is not None and kn != k: raise ValueError(f"init={init!r} says K={kn} but k={k}; give one of them")
+    return how, kn if kn is not None else k
+
 def nexus_config(config, scale:float=0.2, learnable_scale:bool=False, intermediate_size:int=0, init:str="random") -> GptOssNexusConfig:
     "A `GptOssNexusConfig` with the architecture of the GPT-OSS `config`."
     d = {k: v for k, v in config.to_dict().items() if k not in ("model_type", "auto_map", "transformers_version", "architectures")}
@@ -268,7 +321,6 @@ def _expert_choice(model, init:str, stats:RouterStats|None, choice:dict|None, k:
     "Check `init` and its inputs against `model`; the `choose_experts` result for pca_topK (made from `stats` if not given)."
     moe_routers(model)
     if getattr(model.config, "model_type", None) == "gpt_oss_nexus": raise ValueError("the model already has shared experts")
-    if init not in INITS: raise ValueError(f"init={init!r}: unknown initialisation; expected one of {INITS}")
     if init in ("top1", "top1_average") and stats is None: raise ValueError(f"init={init!r} needs router statistics (stats=)")
     if init != "pca_topK": return choice
     E = model.config.num_local_experts
@@ -278,6 +330,8 @@ def _expert_choice(model, init:str, stats:RouterStats|None, choice:dict|None, k:
         choice = choose_experts(stats, k)
     if len(choice["layers"]) != model.config.num_hidden_layers:
         raise ValueError(f"the expert choice has {len(choice['layers'])} layers; the model has {model.config.num_hidden_layers}")
+    if k is not None and choice["k"] != k: raise ValueError(f"the saved expert choice averages K={choice['k']} experts; k={k} was asked for")
+    if bad := [e for l in choice["layers"] for e in l["experts"] if not 0 <= e < E]: raise ValueError(f"the expert choice names experts {bad[:3]}; the model has {E}")
     return choice
 
 # %% ../../nbs/nexus/20_model.ipynb #558a21ec
@@ -290,7 +344,7 @@ def _nexus_shell(src, cfg:GptOssNexusConfig) -> GptOssNexusForCausalLM:
     return new
 
 # %% ../../nbs/nexus/20_model.ipynb #a533775a
-def add_shared_experts(model, init:str="pca_topK", # one of `INITS`
+def add_shared_experts(model, init:str="pca_topK", # one of `INITS`, or the seed's pca_top<K> (e.g. pca_top24)
                        stats:RouterStats|None=None, # router statistics (all inits but random)
                        choice:dict|None=None, # a `choose_experts` result (pca_topK); computed from `stats` if None
                        k:int|None=None, # pca_topK: experts averaged; None: 24, capped at the number of experts
@@ -298,6 +352,7 @@ def add_shared_experts(model, init:str="pca_topK", # one of `INITS`
                        intermediate_size:int=0, # 0: the routed experts'
                        std:float|None=None, seed:int=0, inplace:bool=False) -> GptOssNexusForCausalLM:
     "A GPT-OSS causal LM with an always-on shared expert in every MoE layer."
+    init, k = init_k(init, k)
     choice = _expert_choice(model, init, stats, choice, k)
     cfg = nexus_config(model.config, scale, learnable_scale, intermediate_size, init)
     src = model if inplace else copy.deepcopy(model)
@@ -320,6 +375,20 @@ def add_shared_experts(model, init:str="pca_topK", # one of `INITS`
     left = [n for n, t in [*new.named_parameters(), *new.named_buffers()] if t.is_meta]
     if left: raise RuntimeError(f"conversion left {left[:3]} unset; this GPT-OSS version has modules the conversion does not know")
     return new.train(src.training)
+
+# %% ../../nbs/nexus/20_model.ipynb #dcaf8ee1
+def load_pca_stats(path:str|Path) -> tuple[RouterStats|None, dict|None]:
+    "Saved router statistics and/or expert choice: a router_stats.safetensors, an expert_choice.json, or a directory holding them."
+    p = Path(path)
+    if p.is_dir():
+        st, ch = p/"router_stats.safetensors", p/"expert_choice.json"
+        if not st.exists() and not ch.exists(): raise FileNotFoundError(f"pca_stats={str(path)!r}: neither router_stats.safetensors nor expert_choice.json in {p}")
+        return (RouterStats.load(st) if st.exists() else None), (load_json(ch) if ch.exists() else None)
+    if not p.exists(): raise FileNotFoundError(f"pca_stats={str(path)!r}: no such file")
+    if p.suffix != ".json": return RouterStats.load(p), None
+    ch = load_json(p)
+    if not isinstance(ch, dict) or not {"k", "layers"} <= set(ch): raise ValueError(f"{p}: not an expert choice (no 'k' and 'layers', as choose_experts writes them)")
+    return None, ch
 
 # %% ../../nbs/nexus/20_model.ipynb #59f79dfe
 def load_nexus(path:str|Path, # a saved model directory, or a nexus run directory holding one in model/

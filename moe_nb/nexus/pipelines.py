@@ -15,7 +15,7 @@ from ..core import load_yaml
 from ..runs import PipelineParams, find_run
 
 # %% auto #0
-__all__ = ['NexusModelParams', 'NexusParams', 'NexusValidateParams']
+__all__ = ['NexusModelParams', 'NexusParams', 'collect_job', 'NexusValidateParams']
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #8ab6bb17
 @dataclass(kw_only=True)
@@ -34,7 +34,11 @@ class NexusModelParams(PipelineParams):
     n_eval: int                                    # held-out blocks
     train_corpus_seed: int                         # the tiny model was pretrained on corpus seed 0: distil on fresh documents
     collect_tokens: int                            # tokens of router statistics (NEXUS: 1M on a real model)
-    init: Literal['pca_topK', 'random', 'top1', 'top1_average'] # pca_topK, random, top1, top1_average
+    collect_max_docs: int                          # cap on the candidate documents of the collection (0: all)
+    collect_sampling: str                          # across the data's sources: proportional | balanced | sequential
+    collect_processes: int                         # > 1: the collection in that many processes, merged
+    pca_stats: str|None                            # saved router statistics / expert choice (a file, or a nexus run) instead of collecting
+    init: str                                      # the seed's pca_top24 (pca_top<K>), pca_topK (with k), random, top1, top1_average
     k: int|None                                    # pca_topK: experts averaged; None: 24, capped at the number of experts
     var_threshold: float                           # share of routing variance the leading PCA components explain
     shared_intermediate_size: int                  # 0: the routed experts'
@@ -82,9 +86,78 @@ def load_teacher(self:NexusParams, dev):
         if (qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)) == "mxfp4":
             kw["quantization_config"] = Mxfp4Config(dequantize=True)
     teacher = load_backbone(self.model, expect=("gpt_oss",), **kw).to(dev).eval()
-    E = teacher.config.num_local_experts
-    if self.k is not None and self.k > E: raise ValueError(f"k={self.k} is larger than the number of experts ({E}) of {self.model}")
+    E, k = teacher.config.num_local_experts, self.init_k()[1]
+    if k is not None and k > E: raise ValueError(f"k={k} is larger than the number of experts ({E}) of {self.model}")
     return teacher
+
+# %% ../../nbs/nexus/22_pipelines.ipynb #4ee3a4f1
+@patch
+def init_k(self:NexusModelParams) -> tuple[str, int|None]:
+    "The shared-expert strategy and its K (from the init name or `k`)."
+    from moe_nb.core import ConfigError
+    from moe_nb.nexus.model import init_k
+    try: return init_k(self.init, self.k)
+    except ValueError as e: raise ConfigError(f"parameter 'init': {e}") from None
+
+@patch
+def __post_init__(self:NexusModelParams):
+    from moe_nb.core import ConfigError
+    PipelineParams.__post_init__(self)
+    self.init_k()
+    if self.collect_sampling not in ("proportional", "balanced", "sequential"):
+        raise ConfigError(f"parameter 'collect_sampling': expected 'proportional', 'balanced' or 'sequential', got {self.collect_sampling!r}")
+    if self.collect_processes < 1 or self.collect_max_docs < 0:
+        raise ConfigError(f"collect_processes={self.collect_processes}, collect_max_docs={self.collect_max_docs}: expected >= 1 and >= 0")
+
+# %% ../../nbs/nexus/22_pipelines.ipynb #ca5d2ef2
+@patch
+def collection_documents(self:NexusModelParams) -> dict[str, list[str]]:
+    "The candidate documents of the router statistics, by source: the embedded corpus's domains, or the data's datasets."
+    from moe_nb.data import load_records
+    from moe_nb.embedded import embedded_corpus
+    if self.data == "embedded": return embedded_corpus(self.docs_per_domain, seed=self.train_corpus_seed)
+    out = {}
+    for r in load_records(self.data):
+        out.setdefault(r.get("dataset", "data"), []).append(r["text"] if "text" in r else "\n".join(m["content"] for m in r["messages"]))
+    return out
+
+@patch
+def expert_inputs(self:NexusModelParams, run:Path, teacher, tok) -> tuple:
+    "Router statistics and expert choice (either may be None): loaded from `pca_stats`, or collected; the collection's report."
+    from moe_nb.data import pack_tokens
+    from moe_nb.nexus.model import load_pca_stats, sample_documents, collect_router_stats
+    if self.pca_stats: return (*load_pca_stats(self.pca_stats), {"pca_stats": str(self.pca_stats)})
+    texts, by_source = sample_documents(self.collection_documents(), tok, self.collect_tokens, self.collect_max_docs, self.collect_sampling, self.seed)
+    blocks = pack_tokens(texts, tok, self.seq_len)
+    blocks = blocks[:-(-self.collect_tokens // self.seq_len)]  # whole blocks up to the budget: the same tokens in any number of processes
+    if self.collect_processes == 1: stats = collect_router_stats(teacher, blocks, blocks.numel(), source=str(self.data), progress=False)
+    else: stats = self._collect_parallel(run, blocks)
+    return stats, None, {"collected_tokens": stats.tokens, "sources": by_source, "processes": self.collect_processes}
+
+# %% ../../nbs/nexus/22_pipelines.ipynb #4295fb0f
+@patch
+def _collect_parallel(self:NexusModelParams, run:Path, blocks):
+    "The collection in `collect_processes` processes, each loading the teacher, merged in rank order."
+    from moe_nb.core import save_tensors
+    from moe_nb.jobs import launch
+    from moe_nb.nexus.model import RouterStats, merge_router_stats
+    d = Path(run)/"collect"; d.mkdir(parents=True, exist_ok=True)
+    save_tensors({"blocks": blocks}, d/"blocks.safetensors")
+    launch("moe_nb.nexus.pipelines:collect_job", {"params": self.params(), "cls": type(self).__name__, "dir": str(d)}, d, self.collect_processes, name="collect")
+    return merge_router_stats([RouterStats.load(d/f"stats-r{r:03d}.safetensors") for r in range(self.collect_processes)])
+
+def collect_job(job:dict):
+    "One process of a parallel collection: its share of the blocks (every W-th) and of the token budget."
+    import os, torch
+    from moe_nb.core import load_tensors, get_device
+    from moe_nb.nexus.model import collect_router_stats
+    r, W = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    p = globals()[job["cls"]].from_dict(job["params"], where="collect job")
+    dev = get_device(p.device)
+    dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if dev.type == "cuda" else dev
+    blocks = load_tensors(Path(job["dir"])/"blocks.safetensors")["blocks"][r::W]
+    st = collect_router_stats(p.load_teacher(dev), blocks, blocks.numel(), source=str(p.data), progress=False)
+    st.save(Path(job["dir"])/f"stats-r{r:03d}.safetensors")
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #67d49af6
 @dataclass(kw_only=True)
