@@ -20,7 +20,7 @@ from transformers import initialization as init
 from transformers.models.gpt_oss.modeling_gpt_oss import (GptOssExperts, GptOssTopKRouter, GptOssModel, GptOssForCausalLM,
                                                           GptOssPreTrainedModel)
 
-from ..core import save_tensors, load_tensors, load_json, save_json
+from ..core import save_tensors, load_tensors, load_json
 
 # %% auto #0
 __all__ = ['INITS', 'GptOssSharedExpert', 'average_experts_', 'GptOssNexusMLP', 'GptOssNexusConfig', 'GptOssNexusModel',

@@ -299,7 +299,7 @@ class SelectMoeWarmupParams(PipelineParams):
 
 # %% ../../nbs/select_moe/19_pipelines.ipynb #d968c85b
 @patch
-def __post_init__(self:SelectMoeWarmupParams):
+def __post_init__(self:SelectMoeWarmupParams):  # noqa: F811  (patched onto its own class)
     PipelineParams.__post_init__(self)
     from moe_nb.core import ConfigError
     from moe_nb.select_moe.losses import quality_loss_fn
