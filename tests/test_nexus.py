@@ -106,3 +106,17 @@ def test_checkpoint_by_path(tmp_path):
     back = AutoModelForCausalLM.from_pretrained(rd/"model", trust_remote_code=False)
     assert type(back).__name__ == "GptOssNexusForCausalLM" and back.config.shared_expert_init == "top1"
     with torch.no_grad(): assert torch.isfinite(back(input_ids=torch.tensor([[1, 2, 3]])).logits).all()
+
+def test_offline_as_the_seed_runs_it(tmp_path):
+    "The teacher's outputs by 2 processes, training in 2 processes without the teacher in memory, steps from the data (epochs)."
+    r = moe_nb("run", "nexus", "--preset", "smoke", "-p", "mode", "offline", "-p", "precompute_processes", "2", "-p", "num_processes", "2",
+               "-p", "epochs", "2.0", "-p", "batch_size", "4", "-p", "grad_accum", "2", "-p", "init", "pca_top4", "--runs-dir", tmp_path, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rd, m = only_run(tmp_path)
+    man = json.loads((rd/"teacher"/"manifest.json").read_text())
+    assert man["world_size"] == 2 and sorted({s["file"][:9] for s in man["shards"]}) == ["part-r000", "part-r001"]
+    n = man["n_samples"]
+    rows = [json.loads(l) for l in (rd/"metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == -(-2 * n // (4 * 2 * 2))  # ceil(epochs N / (batch x accumulation x processes))
+    assert (rd/"student"/"config.json").exists() and m["kl_trained"] < m["kl_untrained"] and m["k"] == 4
+    assert "distill in 2 processes" not in r.stdout and (rd/"distill_job.json").exists() and (rd/"teacher"/"precompute_job.json").exists()

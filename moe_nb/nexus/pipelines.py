@@ -15,7 +15,7 @@ from ..core import load_yaml
 from ..runs import PipelineParams, find_run
 
 # %% auto #0
-__all__ = ['NexusModelParams', 'NexusParams', 'collect_job', 'NexusValidateParams']
+__all__ = ['NexusModelParams', 'NexusParams', 'collect_job', 'precompute_job', 'distill_job', 'NexusValidateParams']
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #8ab6bb17
 @dataclass(kw_only=True)
@@ -59,6 +59,7 @@ class NexusParams(NexusModelParams):
     lm_weight: float                               # weight of the next-token loss added to the KL
     aux_weight: float                              # weight of the router load-balancing loss (when the router trains)
     steps: int
+    epochs: float|None                             # None: train `steps`; else ceil(epochs N / (batch x accumulation x processes)) (the seed's N / (accum x GPUs))
     batch_size: int
     grad_accum: int
     lr: float
@@ -72,6 +73,9 @@ class NexusParams(NexusModelParams):
     chat_prompt: str
     save_model: bool
     tracker: str                                   # tensorboard, wandb (offline unless WANDB_MODE is set), trackio or none
+    precompute_processes: int                      # offline: the teacher's outputs written by that many processes
+    num_processes: int                             # offline: training in that many processes (the teacher is not loaded)
+    accelerate_config: str|None                    # offline: an accelerate config file for the training (DeepSpeed, FSDP)
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #2fd7ae2a
 @patch
@@ -108,6 +112,10 @@ def __post_init__(self:NexusModelParams):
         raise ConfigError(f"parameter 'collect_sampling': expected 'proportional', 'balanced' or 'sequential', got {self.collect_sampling!r}")
     if self.collect_processes < 1 or self.collect_max_docs < 0:
         raise ConfigError(f"collect_processes={self.collect_processes}, collect_max_docs={self.collect_max_docs}: expected >= 1 and >= 0")
+    if isinstance(self, NexusParams):
+        if self.precompute_processes < 1: raise ConfigError(f"parameter 'precompute_processes': expected at least 1, got {self.precompute_processes}")
+        if (self.num_processes > 1 or self.accelerate_config or self.precompute_processes > 1) and self.mode != "offline":
+            raise ConfigError("several processes (num_processes, precompute_processes) or an accelerate config need mode 'offline': online, the teacher runs beside one student")
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #ca5d2ef2
 @patch
@@ -158,6 +166,95 @@ def collect_job(job:dict):
     blocks = load_tensors(Path(job["dir"])/"blocks.safetensors")["blocks"][r::W]
     st = collect_router_stats(p.load_teacher(dev), blocks, blocks.numel(), source=str(p.data), progress=False)
     st.save(Path(job["dir"])/f"stats-r{r:03d}.safetensors")
+
+# %% ../../nbs/nexus/22_pipelines.ipynb #4f45f864
+@patch
+def train_config(self:NexusParams, n_samples:int, world:int=1, cpu:bool=True):
+    "The engine's settings of the distillation; with `epochs`, steps from the samples, the batch, the accumulation and the processes."
+    import math
+    from moe_nb.engine import TrainConfig
+    steps = self.steps if self.epochs is None else max(1, math.ceil(self.epochs * n_samples / (self.batch_size * self.grad_accum * world)))
+    return TrainConfig(steps=steps, batch_size=self.batch_size, grad_accum=self.grad_accum, lr=self.lr, weight_decay=self.weight_decay,
+                       schedule=self.schedule, decay_shape=self.decay_shape, warmup_steps=min(self.warmup_steps, steps - 1), decay_fraction=self.decay_fraction,
+                       seed=self.seed, log_every=max(1, steps // 50), cpu=cpu, progress=False, tracker=self.tracker)
+
+@patch
+def distill(self:NexusParams, run:Path, student, train_data, teacher=None):
+    "Train the student's shared experts (router, scale as asked) through the engine: against `teacher` (online) or precomputed shards."
+    import os
+    from moe_nb.core import get_device
+    from moe_nb.engine import Trainer
+    from moe_nb.nexus.distill import DistillLoss, SFA
+    from moe_nb.nexus.model import nexus_trainable
+    loss_fn = DistillLoss(teacher, self.temperature, self.kl, self.kl_mix, self.lm_weight, self.aux_weight,
+                          **({"teacher_device": self.teacher_device} if teacher is not None else {}))
+    tcfg = self.train_config(len(train_data), int(os.environ.get("WORLD_SIZE", 1)), get_device(self.device).type == "cpu")
+    trainer = Trainer(student, tcfg, train_data, run_dir=run, loss_fn=loss_fn, hooks=[SFA(self.sfa_every, self.sfa_factor)] if self.sfa_every else [],
+                      trainable=nexus_trainable(self.train_router, self.learnable_scale))
+    return trainer, trainer.fit()
+
+# %% ../../nbs/nexus/22_pipelines.ipynb #adfee52d
+@patch
+def precompute(self:NexusParams, run:Path, teacher, train):
+    "The teacher's top-k outputs of the training blocks under `run/teacher`, by `precompute_processes` processes; the shards."
+    from moe_nb.core import save_tensors
+    from moe_nb.jobs import launch
+    from moe_nb.nexus.distill import precompute_teacher, merge_teacher_shards, TeacherShards
+    out = Path(run)/"teacher"
+    if self.precompute_processes == 1:
+        precompute_teacher(teacher, train, out, k=self.topk, batch_size=self.batch_size, temperature=self.temperature, name=self.model, progress=False)
+    else:
+        out.mkdir(parents=True, exist_ok=True); save_tensors({"blocks": train}, out/"blocks.safetensors")
+        launch("moe_nb.nexus.pipelines:precompute_job", {"params": self.params(), "dir": str(out)}, out, self.precompute_processes, name="precompute")
+        merge_teacher_shards(out)
+    return TeacherShards(out, vocab_size=teacher.config.vocab_size, seq_len=train.shape[1])
+
+def _job_params(job:dict):
+    import os, torch
+    from moe_nb.core import get_device
+    p = NexusParams.from_dict(job["params"], where="NEXUS job")
+    dev = get_device(p.device)
+    return p, (torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if dev.type == "cuda" else dev)
+
+def precompute_job(job:dict):
+    "One process of the teacher's precomputation: its rank's share of the samples."
+    import os
+    from moe_nb.core import load_tensors
+    from moe_nb.nexus.distill import precompute_teacher
+    p, dev = _job_params(job)
+    blocks = load_tensors(Path(job["dir"])/"blocks.safetensors")["blocks"]
+    precompute_teacher(p.load_teacher(dev), blocks, job["dir"], k=p.topk, batch_size=p.batch_size, temperature=p.temperature, name=p.model,
+                       rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)), progress=False)
+
+# %% ../../nbs/nexus/22_pipelines.ipynb #01276002
+@patch
+def build_student(self:NexusParams, teacher, stats, choice, inplace:bool=False):
+    "The converted model: shared experts added to `teacher` by the run's initialisation."
+    from moe_nb.nexus.model import add_shared_experts
+    return add_shared_experts(teacher, self.init_k()[0], stats=stats, choice=choice, k=choice["k"], scale=self.scale, learnable_scale=self.learnable_scale,
+                              intermediate_size=self.shared_intermediate_size, seed=self.seed, inplace=inplace)
+
+def distill_job(job:dict):
+    "One process of the offline training: the student from the run's saved expert choice, the shards; the main process saves the student."
+    from moe_nb.core import atomic_dir
+    from moe_nb.nexus.distill import TeacherShards
+    from moe_nb.nexus.model import load_pca_stats
+    p, dev = _job_params(job)
+    run = Path(job["run_dir"])
+    stats, choice = load_pca_stats(run)
+    student = p.build_student(p.load_teacher(dev), stats, choice, inplace=True).to(dev)
+    trainer, _ = p.distill(run, student, TeacherShards(run/"teacher", vocab_size=student.config.vocab_size))
+    if trainer.is_main:
+        with atomic_dir(run/"student", overwrite=True) as d: trainer.unwrapped.save_pretrained(d)
+    trainer.acc.wait_for_everyone()
+
+@patch
+def distill_processes(self:NexusParams, run:Path) -> list[dict]:
+    "The offline training in `num_processes` processes (or under `accelerate_config`); its logged history."
+    from moe_nb.core import read_jsonl_log
+    from moe_nb.jobs import launch
+    launch("moe_nb.nexus.pipelines:distill_job", {"params": self.params(), "run_dir": str(run)}, run, self.num_processes, self.accelerate_config, name="distill")
+    return read_jsonl_log(Path(run)/"metrics.jsonl")
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #67d49af6
 @dataclass(kw_only=True)
