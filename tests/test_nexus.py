@@ -120,3 +120,24 @@ def test_offline_as_the_seed_runs_it(tmp_path):
     assert rows[-1]["step"] == -(-2 * n // (4 * 2 * 2))  # ceil(epochs N / (batch x accumulation x processes))
     assert (rd/"student"/"config.json").exists() and m["kl_trained"] < m["kl_untrained"] and m["k"] == 4
     assert "distill in 2 processes" not in r.stdout and (rd/"distill_job.json").exists() and (rd/"teacher"/"precompute_job.json").exists()
+
+def test_deepseek_v3_router(tmp_path):
+    "The router trains with bias balancing and a decaying auxiliary weight; the biases are saved, and a fresh process reproduces the run's numbers."
+    from safetensors.torch import load_file
+    r = moe_nb("run", "nexus", "--preset", "smoke", "-p", "train_router", "true", "-p", "router_bias_balancing", "true", "-p", "bias_update_speed", "0.05",
+               "-p", "aux_weight", "0.01", "-p", "aux_schedule", "linear", "--runs-dir", tmp_path, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rd, m = only_run(tmp_path)
+    rows = [json.loads(l) for l in (rd/"metrics.jsonl").read_text().splitlines()]
+    w = [x["aux_weight"] for x in rows]
+    assert w == sorted(w, reverse=True) and w[0] <= 0.01 and w[-1] < 0.002  # the linear decay
+    # balancing pulls the routing away from the teacher's (unbalanced) one: the drift is the point, KL is not asked to fall here
+    assert m["max_violation_final"] >= 0 and len(m["router_drift"]) == 2 and all(d > 0 for d in m["router_drift"])
+    cfg = json.loads((rd/"model"/"config.json").read_text())
+    bias = {k: v for k, v in load_file(rd/"model"/"model.safetensors").items() if k.endswith("balance_bias")}
+    assert cfg["router_balance_bias"] and len(bias) == 2 and all(v.abs().max() > 0 for v in bias.values())
+    r = moe_nb("run", "nexus_validate", "--preset", "smoke", "-p", "model", rd, "--runs-dir", tmp_path/"v", "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (vd,) = list((tmp_path/"v"/"nexus_validate").iterdir())
+    v = json.loads((vd/"metrics.json").read_text())
+    assert abs(v["ppl"] - m["ppl_trained"]) <= 1e-6 * m["ppl_trained"] and abs(v["kl"] - m["kl_trained"]) <= 1e-6 * max(1, m["kl_trained"])

@@ -23,8 +23,9 @@ from ..hooks import Hook
 from .model import chat
 
 # %% auto #0
-__all__ = ['KL_KINDS', 'FORMAT', 'distill_loss', 'DistillLoss', 'precompute_teacher', 'merge_teacher_shards', 'TeacherShards',
-           'SFA', 'distill_eval', 'router_drift', 'nexus_blocks', 'validate_nexus']
+__all__ = ['KL_KINDS', 'FORMAT', 'AUX_SCHEDULES', 'distill_loss', 'DistillLoss', 'precompute_teacher', 'merge_teacher_shards',
+           'TeacherShards', 'SFA', 'aux_weight_at', 'balance_update', 'RouterBalancing', 'distill_eval', 'router_drift',
+           'nexus_blocks', 'validate_nexus']
 
 # %% ../../nbs/nexus/21_distill.ipynb #a2a680f0
 KL_KINDS = ("forward", "reverse", "mix")
@@ -292,6 +293,52 @@ class SFA(Hook):
         self.n_applied += 1; logs["sfa_applied"] = self.n_applied
     def state_dict(self): return {"n_applied": self.n_applied}
     def load_state_dict(self, d): self.n_applied = d["n_applied"]
+
+# %% ../../nbs/nexus/21_distill.ipynb #bc928d21
+AUX_SCHEDULES = ("constant", "linear", "cosine")
+
+def aux_weight_at(weight:float, schedule:str, step:int, steps:int) -> float:
+    "The auxiliary loss weight at `step` of `steps`: constant, or decaying linearly or by a cosine to 0."
+    if schedule not in AUX_SCHEDULES: raise ValueError(f"aux_schedule={schedule!r}: expected one of {AUX_SCHEDULES}")
+    t = min(1.0, step / max(1, steps))
+    return weight * {"constant": 1.0, "linear": 1 - t, "cosine": 0.5 * (1 + math.cos(math.pi * t))}[schedule]
+
+@torch.no_grad()
+def balance_update(routers:list, gamma:float, reduce=None) -> float:
+    "Move every balancing router's bias by gamma against its counted load, reset the counts; the mean max violation."
+    if not routers: return 0.0
+    load = torch.stack([r.load.float() if r.load is not None else torch.zeros(r.num_experts, device=r.balance_bias.device) for r in routers])
+    if reduce is not None: load = reduce(load)
+    mean = load.mean(1, keepdim=True)
+    for r, l, m in zip(routers, load, mean):
+        if gamma: r.balance_bias += gamma * torch.sign(m - l).to(r.balance_bias)
+        r.load = None
+    return (load.max(1).values / mean[:, 0].clamp_min(1e-9) - 1).mean().item()
+
+# %% ../../nbs/nexus/21_distill.ipynb #34d9995c
+class RouterBalancing(Hook):
+    "DeepSeek-V3's router schedule: the auxiliary loss weight by `aux_schedule`, and the routers' balancing biases moved every step (until `until` of training)."
+    def __init__(self, aux_weight:float=0.0, aux_schedule:str="constant", gamma:float=0.001, until:float=1.0):
+        aux_weight_at(aux_weight, aux_schedule, 0, 1)
+        if gamma < 0 or not 0 <= until <= 1: raise ValueError(f"gamma={gamma}, until={until}: expected gamma >= 0 and until in [0, 1]")
+        self.aux_weight, self.aux_schedule, self.gamma, self.until, self.bias = aux_weight, aux_schedule, gamma, until, None
+    def _routers(self, trainer):
+        from moe_nb.nexus.model import BalancedTopKRouter
+        return [m for m in trainer.unwrapped.modules() if isinstance(m, BalancedTopKRouter)]
+    def on_step_start(self, trainer, step):
+        if self.bias is not None and step > 0:  # resumed: the biases the checkpointed steps left
+            with torch.no_grad():
+                for r, b in zip(self._routers(trainer), self.bias): r.balance_bias.copy_(torch.tensor(b))
+            self.bias = None
+        trainer.loss_fn.aux_weight = aux_weight_at(self.aux_weight, self.aux_schedule, step, trainer.cfg.steps)
+    def on_step_end(self, trainer, step, logs):
+        rs = self._routers(trainer)
+        gamma = self.gamma if step <= self.until * trainer.cfg.steps else 0.0
+        logs["aux_weight"] = trainer.loss_fn.aux_weight
+        if rs: logs["max_violation"] = balance_update(rs, gamma, lambda t: trainer.acc.reduce(t.to(trainer.acc.device), "sum"))
+        self._last = [r.balance_bias.tolist() for r in rs]
+    def state_dict(self): return {"bias": getattr(self, "_last", None)}
+    def load_state_dict(self, d): self.bias = d.get("bias")
 
 # %% ../../nbs/nexus/21_distill.ipynb #985b1504
 def distill_eval(student:nn.Module, teacher:nn.Module|None, blocks:torch.Tensor, batch_size:int=8) -> dict:

@@ -23,10 +23,10 @@ from transformers.models.gpt_oss.modeling_gpt_oss import (GptOssExperts, GptOssT
 from ..core import save_tensors, load_tensors, load_json
 
 # %% auto #0
-__all__ = ['INITS', 'GptOssSharedExpert', 'average_experts_', 'GptOssNexusMLP', 'GptOssNexusConfig', 'GptOssNexusModel',
-           'GptOssNexusForCausalLM', 'RouterStats', 'moe_routers', 'collect_router_stats', 'sample_documents',
-           'merge_router_stats', 'choose_experts', 'top_experts', 'plot_router_pca', 'parse_init', 'init_k',
-           'nexus_config', 'add_shared_experts', 'load_pca_stats', 'load_nexus', 'nexus_trainable', 'chat']
+__all__ = ['INITS', 'GptOssSharedExpert', 'average_experts_', 'BalancedTopKRouter', 'GptOssNexusMLP', 'GptOssNexusConfig',
+           'GptOssNexusModel', 'GptOssNexusForCausalLM', 'RouterStats', 'moe_routers', 'collect_router_stats',
+           'sample_documents', 'merge_router_stats', 'choose_experts', 'top_experts', 'plot_router_pca', 'parse_init',
+           'init_k', 'nexus_config', 'add_shared_experts', 'load_pca_stats', 'load_nexus', 'nexus_trainable', 'chat']
 
 # %% ../../nbs/nexus/20_model.ipynb #d5b7afdd
 class GptOssSharedExpert(nn.Module):
@@ -55,12 +55,35 @@ def average_experts_(shared:GptOssSharedExpert, experts:GptOssExperts, ids:list[
     shared.down_proj.bias.copy_(experts.down_proj_bias[ids].float().mean(0))
     return shared
 
+# %% ../../nbs/nexus/20_model.ipynb #17c70880
+class BalancedTopKRouter(GptOssTopKRouter):
+    "The stock GPT-OSS router that selects experts by logits + a balancing bias (DeepSeek-V3) and counts each expert's tokens in training."
+    def __init__(self, config):
+        super().__init__(config)
+        self.register_buffer("balance_bias", torch.zeros(self.num_experts))
+        self.load = None  # tokens per expert since the last balancing update (training only)
+    @classmethod
+    def around(cls, router:GptOssTopKRouter, config) -> BalancedTopKRouter:
+        "A balancing router sharing `router`'s weight and bias parameters."
+        with torch.device(router.weight.device): new = cls(config)
+        new.weight, new.bias = router.weight, router.bias
+        return new
+    def forward(self, hidden_states):
+        logits = torch.nn.functional.linear(hidden_states, self.weight, self.bias)
+        idx = torch.topk(logits.detach() + self.balance_bias.to(logits.dtype), self.top_k, dim=-1).indices
+        scores = torch.softmax(logits.gather(-1, idx), dim=1, dtype=logits.dtype)
+        if self.training:
+            n = torch.bincount(idx.flatten(), minlength=self.num_experts)
+            self.load = n if self.load is None else self.load + n
+        return logits, scores, idx
+
 # %% ../../nbs/nexus/20_model.ipynb #57fa0cef
 class GptOssNexusMLP(nn.Module):
     "Stock GPT-OSS router and experts plus an always-on shared expert: routed + scale * shared."
     def __init__(self, config, router:GptOssTopKRouter|None=None, experts:GptOssExperts|None=None):
         super().__init__()
-        self.router = router if router is not None else GptOssTopKRouter(config)
+        router = router if router is not None else GptOssTopKRouter(config)
+        self.router = BalancedTopKRouter.around(router, config) if getattr(config, "router_balance_bias", False) else router
         self.experts = experts if experts is not None else GptOssExperts(config)
         self.shared_expert = GptOssSharedExpert(config.hidden_size, config.shared_expert_intermediate_size or config.intermediate_size,
                                                 config.swiglu_alpha, config.swiglu_limit)
@@ -84,6 +107,7 @@ class GptOssNexusConfig(GptOssConfig):
     shared_expert_scale: float = 0.2                # s in routed + s * shared (NEXUS: 0.2, fixed)
     shared_expert_scale_learnable: bool = False
     shared_expert_init: str = "random"              # how the shared expert was initialised (provenance)
+    router_balance_bias: bool = False               # DeepSeek-V3 balancing: select experts by logits + a per-expert bias
     def __post_init__(self, **kwargs):
         if self.shared_expert_intermediate_size < 0:
             raise ValueError(f"shared_expert_intermediate_size must be >= 0 (0: the experts'), got {self.shared_expert_intermediate_size}")
@@ -94,6 +118,7 @@ def _init_nexus(self, module):
     GptOssPreTrainedModel._init_weights(self, module)  # nn.Linear of the shared expert: N(0, initializer_range), zero bias
     if isinstance(module, GptOssNexusMLP):  # a fixed scale is a non-persistent buffer: loading leaves it empty, the config fills it
         init.constant_(module.shared_scale, self.config.shared_expert_scale)
+    if isinstance(module, BalancedTopKRouter): init.zeros_(module.balance_bias)
 
 def _can_set_experts(cls) -> bool: return True  # our MoE blocks hold the stock experts module, which dispatches on experts_implementation
 
@@ -307,11 +332,12 @@ def init_k(init:str, k:int|None) -> tuple[str, int|None]:
     if kn is not None and k is not None and kn != k: raise ValueError(f"init={init!r} says K={kn} but k={k}; give one of them")
     return how, kn if kn is not None else k
 
-def nexus_config(config, scale:float=0.2, learnable_scale:bool=False, intermediate_size:int=0, init:str="random") -> GptOssNexusConfig:
+def nexus_config(config, scale:float=0.2, learnable_scale:bool=False, intermediate_size:int=0, init:str="random",
+                 balance_bias:bool=False) -> GptOssNexusConfig:
     "A `GptOssNexusConfig` with the architecture of the GPT-OSS `config`."
     d = {k: v for k, v in config.to_dict().items() if k not in ("model_type", "auto_map", "transformers_version", "architectures")}
     cfg = GptOssNexusConfig(**{**d, "shared_expert_scale": scale, "shared_expert_scale_learnable": learnable_scale,
-                               "shared_expert_intermediate_size": intermediate_size, "shared_expert_init": init,
+                               "shared_expert_intermediate_size": intermediate_size, "shared_expert_init": init, "router_balance_bias": balance_bias,
                                "architectures": ["GptOssNexusForCausalLM"]})
     cfg._attn_implementation, cfg._experts_implementation = config._attn_implementation, config._experts_implementation
     return cfg
@@ -350,11 +376,12 @@ def add_shared_experts(model, init:str="pca_topK", # one of `INITS`, or the seed
                        k:int|None=None, # pca_topK: experts averaged; None: 24, capped at the number of experts
                        scale:float=0.2, learnable_scale:bool=False,
                        intermediate_size:int=0, # 0: the routed experts'
-                       std:float|None=None, seed:int=0, inplace:bool=False) -> GptOssNexusForCausalLM:
+                       std:float|None=None, seed:int=0, inplace:bool=False,
+                       balance_bias:bool=False) -> GptOssNexusForCausalLM: # DeepSeek-V3's bias-balanced routers (`BalancedTopKRouter`)
     "A GPT-OSS causal LM with an always-on shared expert in every MoE layer."
     init, k = init_k(init, k)
     choice = _expert_choice(model, init, stats, choice, k)
-    cfg = nexus_config(model.config, scale, learnable_scale, intermediate_size, init)
+    cfg = nexus_config(model.config, scale, learnable_scale, intermediate_size, init, balance_bias)
     src = model if inplace else copy.deepcopy(model)
     new, p0 = _nexus_shell(src, cfg), next(src.parameters())
     g, std = torch.Generator().manual_seed(seed), cfg.initializer_range if std is None else std

@@ -58,6 +58,10 @@ class NexusParams(NexusModelParams):
     kl_mix: float                                  # mix: weight of the forward KL
     lm_weight: float                               # weight of the next-token loss added to the KL
     aux_weight: float                              # weight of the router load-balancing loss (when the router trains)
+    aux_schedule: str                              # that weight over training: constant | linear | cosine (decay to 0)
+    router_bias_balancing: bool                    # DeepSeek-V3: routers select by logits + a bias moved against each expert's load
+    bias_update_speed: float                       # gamma of the bias updates (DeepSeek-V3: 0.001)
+    bias_update_until: float                       # share of the steps with bias updates (DeepSeek-V3 stops them near the end)
     steps: int
     epochs: float|None                             # None: train `steps`; else ceil(epochs N / (batch x accumulation x processes)) (the seed's N / (accum x GPUs))
     batch_size: int
@@ -113,6 +117,10 @@ def __post_init__(self:NexusModelParams):
     if self.collect_processes < 1 or self.collect_max_docs < 0:
         raise ConfigError(f"collect_processes={self.collect_processes}, collect_max_docs={self.collect_max_docs}: expected >= 1 and >= 0")
     if isinstance(self, NexusParams):
+        from moe_nb.nexus.distill import AUX_SCHEDULES
+        if self.aux_schedule not in AUX_SCHEDULES: raise ConfigError(f"parameter 'aux_schedule': expected one of {AUX_SCHEDULES}, got {self.aux_schedule!r}")
+        if not 0 <= self.bias_update_until <= 1 or self.bias_update_speed < 0:
+            raise ConfigError(f"bias_update_until={self.bias_update_until}, bias_update_speed={self.bias_update_speed}: expected a share in [0, 1] and a speed >= 0")
         if self.precompute_processes < 1: raise ConfigError(f"parameter 'precompute_processes': expected at least 1, got {self.precompute_processes}")
         if (self.num_processes > 1 or self.accelerate_config or self.precompute_processes > 1) and self.mode != "offline":
             raise ConfigError("several processes (num_processes, precompute_processes) or an accelerate config need mode 'offline': online, the teacher runs beside one student")
@@ -184,13 +192,15 @@ def distill(self:NexusParams, run:Path, student, train_data, teacher=None):
     import os
     from moe_nb.core import get_device
     from moe_nb.engine import Trainer
-    from moe_nb.nexus.distill import DistillLoss, SFA
+    from moe_nb.nexus.distill import DistillLoss, SFA, RouterBalancing
     from moe_nb.nexus.model import nexus_trainable
     loss_fn = DistillLoss(teacher, self.temperature, self.kl, self.kl_mix, self.lm_weight, self.aux_weight,
                           **({"teacher_device": self.teacher_device} if teacher is not None else {}))
     tcfg = self.train_config(len(train_data), int(os.environ.get("WORLD_SIZE", 1)), get_device(self.device).type == "cpu")
-    trainer = Trainer(student, tcfg, train_data, run_dir=run, loss_fn=loss_fn, hooks=[SFA(self.sfa_every, self.sfa_factor)] if self.sfa_every else [],
-                      trainable=nexus_trainable(self.train_router, self.learnable_scale))
+    hooks = [SFA(self.sfa_every, self.sfa_factor)] if self.sfa_every else []
+    if self.router_bias_balancing or self.aux_schedule != "constant":
+        hooks.append(RouterBalancing(self.aux_weight, self.aux_schedule, self.bias_update_speed if self.router_bias_balancing else 0.0, self.bias_update_until))
+    trainer = Trainer(student, tcfg, train_data, run_dir=run, loss_fn=loss_fn, hooks=hooks, trainable=nexus_trainable(self.train_router, self.learnable_scale))
     return trainer, trainer.fit()
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #adfee52d
@@ -232,7 +242,7 @@ def build_student(self:NexusParams, teacher, stats, choice, inplace:bool=False):
     "The converted model: shared experts added to `teacher` by the run's initialisation."
     from moe_nb.nexus.model import add_shared_experts
     return add_shared_experts(teacher, self.init_k()[0], stats=stats, choice=choice, k=choice["k"], scale=self.scale, learnable_scale=self.learnable_scale,
-                              intermediate_size=self.shared_intermediate_size, seed=self.seed, inplace=inplace)
+                              intermediate_size=self.shared_intermediate_size, seed=self.seed, inplace=inplace, balance_bias=self.router_bias_balancing)
 
 def distill_job(job:dict):
     "One process of the offline training: the student from the run's saved expert choice, the shards; the main process saves the student."
