@@ -41,7 +41,8 @@ def source_docs(source:str, # "embedded:<domain>", a .txt/.jsonl file or directo
 def _stream_dataset(name:str, split:str, text_field:str):
     try: import datasets
     except ImportError: raise ImportError(f"source {name!r}: reading a dataset by name needs `datasets` (pip install datasets)") from None
-    try: ds = datasets.load_dataset(name, split=split, streaming=True)
+    path, _, config = name.partition(":")  # "org/name:config" (a hub name has no colon)
+    try: ds = datasets.load_dataset(path, config or None, split=split, streaming=True)
     except Exception as e: raise DataError(f"source {name!r}: not a local file or directory, and `datasets` could not load it ({e})") from None
     for i, row in enumerate(ds):
         if text_field not in row: raise DataError(f"source {name!r}[{split}] row {i}: no field {text_field!r} (fields: {sorted(row)})")

@@ -12,9 +12,17 @@ def only_run(runs, pipeline):
     return rd, json.loads((rd/"metrics.json").read_text())
 
 def test_pretrain_sft_eval(tmp_path):
-    r = moe_nb("run", "polychromatic_pretrain", "--preset", "smoke", "--runs-dir", tmp_path, "--quiet")
+    r = moe_nb("run", "polychromatic_pretrain", "--preset", "smoke", "-p", "gradient_checkpointing", "true", "--runs-dir", tmp_path, "--quiet")
     assert r.returncode == 0, r.stdout + r.stderr
     rd, m = only_run(tmp_path, "polychromatic_pretrain")
+    # routing entropy logged through training, and the portable checkpoint read back in this process: the saved model, step 30, tau 0.1
+    from moe_nb.polychromatic.model import load_polychromatic
+    from moe_nb.polychromatic.train import load_portable
+    assert 0 < m["routing_entropy_static_final"] <= math.log(4) and 0 < m["routing_entropy_dynamic_final"] <= math.log(4)
+    pm, step, tau = load_portable(rd/"portable")
+    ids = torch.randint(0, 4096, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(): assert torch.equal(pm.eval()(ids).logits, load_polychromatic(rd/"model").eval()(ids).logits)
+    assert step == 30 and abs(tau - 0.1) < 1e-6 and pm.config.gradient_checkpointing
     assert m["status"] == "completed" and m["final_loss"] < math.log(4096)
     assert {"eval_loss_math", "eval_loss_stem", "eval_loss_code", "vanilla_eval_loss"} <= set(m)
     assert abs(m["tau_final"] - 0.1) < 1e-6  # annealed to 0.1 at the last step (logged every step in the smoke preset)
@@ -22,9 +30,11 @@ def test_pretrain_sft_eval(tmp_path):
     assert (rd/"model"/"polychromatic.json").exists() and (rd/"vanilla"/"model"/"polychromatic.json").exists()
     mix = m["realised_mix"]; assert mix["math"] > mix["stem"] > mix["code"]
 
-    r = moe_nb("run", "polychromatic_sft", "--preset", "smoke", "--runs-dir", tmp_path, "--quiet")
+    r = moe_nb("run", "polychromatic_sft", "--preset", "smoke", "-p", "epochs", "1.0", "--runs-dir", tmp_path, "--quiet")
     assert r.returncode == 0, r.stdout + r.stderr
     sd, s = only_run(tmp_path, "polychromatic_sft")
+    last = json.loads((sd/"metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == -(-s["n_train"] // 8)  # one epoch at 8 conversations per step
     assert s["sft_loss_after"] < s["sft_loss_before"] and s["tau_unchanged"] and abs(s["tau"] - 0.1) < 1e-6
     assert s["base"] == str(rd/"model")
 
@@ -83,3 +93,12 @@ def test_shards_of_another_tokenizer(tmp_path):
                      tmp_path/"shards", shard_tokens=20_000, n_embedded=100)
     r = moe_nb("run", "polychromatic_pretrain", "--preset", "smoke", "-p", "shards_dir", tmp_path/"shards", "--runs-dir", tmp_path/"runs", "--quiet")
     assert r.returncode == 1 and "manifest.json: an existing shard directory with tokenizer=" in r.stdout, r.stdout + r.stderr
+
+
+def test_paper_eval_tasks_are_lm_evals_own():
+    "The paper preset's benchmarks are installed lm-eval tasks (their data is fetched by lm-eval where it runs; nothing is downloaded here)."
+    from moe_nb.cli import resolve_params
+    from moe_nb.eval import check_tasks
+    _, _, full = resolve_params("polychromatic_eval", None, "paper")
+    assert full["tasks"] == ["gsm8k", "minerva_math", "mmlu_stem"]
+    check_tasks(full["tasks"])

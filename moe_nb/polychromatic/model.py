@@ -48,6 +48,7 @@ class PolyConfig(Config):
     polyglu_compile: bool = False     # PolyGLU's fused kernels through torch.compile
     attn_impl: Literal["auto", "sdpa", "flash"] = "auto"  # auto: flash-attn varlen on CUDA when installed
     ce_chunk: int = 2048              # rows per chunk of the output head + cross-entropy
+    gradient_checkpointing: bool = False  # in training, recompute each block's activations in backward instead of keeping them
     def __post_init__(self):
         super().__post_init__()
         for k in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_seq_len", "ce_chunk"):
@@ -270,8 +271,11 @@ def forward(self:PolychromaticLM, input_ids:torch.Tensor, labels:torch.Tensor|No
     cos, sin = self.rope_cos[pos], self.rope_sin[pos]
     x = self.embed_tokens(input_ids)                                      # (B, T, d_model)
     caches = []
+    ckpt = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled() and not use_cache
     for i, layer in enumerate(self.layers):
-        x, c = layer(x, cos, sin, doc_ids, past_key_values[i] if past_key_values else None, attention_mask)
+        if ckpt:  # the RNG state is restored for the recomputation, so the Gumbel noise is drawn the same
+            x, c = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, doc_ids, None, attention_mask, use_reentrant=False)
+        else: x, c = layer(x, cos, sin, doc_ids, past_key_values[i] if past_key_values else None, attention_mask)
         caches.append(c)
     h = self.norm(x)
     loss = logits = None

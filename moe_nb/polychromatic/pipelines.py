@@ -61,6 +61,9 @@ class PolychromaticPretrainParams(PipelineParams):
     accelerate_config: str|None                    # an accelerate config file (DeepSpeed, FSDP); launches with accelerate
     cpu: bool
     tracker: str                                   # tensorboard, wandb (offline unless WANDB_MODE is set), trackio or none
+    gradient_checkpointing: bool                   # recompute each block's activations in backward instead of keeping them
+    routing_entropy_every: int|None                # log static and dynamic routing entropy every N steps; None: at every logged step; 0: off
+    portable: bool                                 # also write <run>/portable: model, optimizer, scheduler, step and tau (load_portable)
 
 # %% ../../nbs/polychromatic/34_pipelines.ipynb #b2c4673e
 @dataclass(kw_only=True)
@@ -85,3 +88,5 @@ class PolychromaticSftParams(PipelineParams):
     accelerate_config: str|None
     chat_prompt: str
     tracker: str                                   # tensorboard, wandb (offline unless WANDB_MODE is set), trackio or none
+    epochs: float|None                             # None: train `steps`; else ceil(epochs N / (batch x accumulation x processes))
+    gradient_checkpointing: bool

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core import Config, ConfigError, save_json
+from ..core import Config, ConfigError, save_json, load_json, atomic_dir
+from ..hooks import Hook
 from ..data import DataError, encode_chat, collate, load_records
 from ..embedded import get_tokenizer, embedded_instructions
 from ..engine import Trainer, TrainConfig, batches, loss_sums
@@ -22,8 +23,8 @@ from .polyglu import PolyGLU, TauAnneal
 from .model import PolychromaticLM, VanillaLM, poly_config, save_polychromatic, load_polychromatic
 
 # %% auto #0
-__all__ = ['JOBS', 'PretrainConfig', 'build_model', 'pretrain_data', 'heldout_losses', 'pretrain', 'run_job', 'launch_job',
-           'PolySftConfig', 'sft_records', 'polysft', 'sft_eval']
+__all__ = ['JOBS', 'PretrainConfig', 'build_model', 'pretrain_data', 'heldout_losses', 'RoutingEntropy', 'save_portable',
+           'load_portable', 'pretrain', 'run_job', 'launch_job', 'PolySftConfig', 'sft_records', 'polysft', 'sft_eval']
 
 # %% ../../nbs/polychromatic/32_train.ipynb #06726c2c
 @dataclass
@@ -45,6 +46,8 @@ class PretrainConfig(Config):
     tau_steps: int|None = None                         # None: anneal over all steps
     train: dict = field(default_factory=dict)          # TrainConfig fields
     seed: int = 0
+    routing_entropy_every: int|None = None             # log static and dynamic routing entropy every N steps; None: at every logged step; 0: off
+    portable: bool = True                              # also write run_dir/portable: model, optimizer, scheduler, step and tau
     def __post_init__(self):
         super().__post_init__()
         if self.ffn not in ("polyglu", "swiglu"): raise ConfigError(f"parameter 'ffn' must be 'polyglu' or 'swiglu', got {self.ffn!r}")
@@ -91,6 +94,55 @@ def heldout_losses(model:nn.Module, held:dict, batch_size:int=16, device=None) -
         out[f"eval_loss_{name}"] = sums["loss"] / k; tot += sums["loss"]; n += k
     return {"eval_loss": tot / n, **out}
 
+# %% ../../nbs/polychromatic/32_train.ipynb #126ac773
+class RoutingEntropy(Hook):
+    "Log the static and dynamic PolyGLU routing entropies (mean over layers and neurons, nats) every `every` optimizer steps."
+    def __init__(self, every:int=1):
+        if every < 1: raise ValueError(f"RoutingEntropy every={every}: expected >= 1 steps")
+        self.every, self.hooks, self.sums = every, [], None
+    def on_step_start(self, trainer, step):
+        if (step + 1) % self.every: return
+        self.sums = [0.0, 0]
+        def f(mod, args, kw, out):
+            g = mod.gates(args[0], kw.get("doc_ids")).float()
+            self.sums[0] += -(g * g.clamp_min(1e-12).log()).sum(-1).mean().item(); self.sums[1] += 1
+        self.hooks = [m.register_forward_hook(f, with_kwargs=True) for m in trainer.unwrapped.modules() if isinstance(m, PolyGLU)]
+    def on_step_end(self, trainer, step, logs):
+        if self.sums is None: return
+        for h in self.hooks: h.remove()
+        ms = [m.static_preference() for m in trainer.unwrapped.modules() if isinstance(m, PolyGLU)]
+        logs["routing_entropy_static"] = torch.stack([-(p * p.clamp_min(1e-12).log()).sum(-1).mean() for p in ms]).mean().item()
+        logs["routing_entropy_dynamic"] = self.sums[0] / max(1, self.sums[1])
+        self.hooks, self.sums = [], None
+
+# %% ../../nbs/polychromatic/32_train.ipynb #7f2bfc0e
+def save_portable(trainer:Trainer, out_dir:str|Path, tok=None) -> Path:
+    "Model, optimizer and scheduler states, step and tau in one directory (the main process writes; DeepSpeed's sharded optimizer is left out)."
+    ds = trainer.acc.distributed_type.name == "DEEPSPEED"
+    if trainer.is_main:
+        m = trainer.unwrapped
+        taus = [float(x.tau) for x in m.modules() if isinstance(x, PolyGLU)]
+        with atomic_dir(out_dir, overwrite=True) as d:
+            save_polychromatic(m, d/"model", tokenizer=tok)
+            if not ds: torch.save(trainer.opt.state_dict(), d/"optimizer.pt")
+            torch.save(trainer.sched.state_dict(), d/"scheduler.pt")
+            save_json({"format": "moe_nb.polychromatic_portable", "version": 1, "step": trainer.step, "tokens": trainer.tokens,
+                       "tau": taus[0] if taus else None, "optimizer": not ds}, d/"state.json")
+    trainer.acc.wait_for_everyone()
+    return Path(out_dir)
+
+def load_portable(path:str|Path, optimizer=None, scheduler=None) -> tuple[nn.Module, int, float|None]:
+    "(model, step, tau) of a portable checkpoint; the optimizer's and scheduler's states loaded into those given."
+    d = Path(path)
+    if not (d/"state.json").exists(): raise FileNotFoundError(f"{d}: no state.json; not a portable PolychromaticLM checkpoint")
+    st = load_json(d/"state.json")
+    model = load_polychromatic(d/"model")
+    if optimizer is not None:
+        if not st.get("optimizer"): raise ValueError(f"{d}: holds no optimizer state (written under DeepSpeed, whose optimizer is sharded)")
+        optimizer.load_state_dict(torch.load(d/"optimizer.pt", weights_only=True, map_location="cpu"))
+    if scheduler is not None: scheduler.load_state_dict(torch.load(d/"scheduler.pt", weights_only=True))
+    return model, st["step"], st["tau"]
+
 # %% ../../nbs/polychromatic/32_train.ipynb #a1920494
 def pretrain(cfg:PretrainConfig, run_dir:str|Path, resume:str|bool="auto", hooks:list=()) -> dict:
     "Run a pretraining job into `run_dir` (any number of processes); return the final metrics."
@@ -103,10 +155,13 @@ def pretrain(cfg:PretrainConfig, run_dir:str|Path, resume:str|bool="auto", hooks
         mix, held = pretrain_data(cfg, tok, run_dir, tcfg.batch_size * tcfg.grad_accum * st.num_processes, tcfg.steps, st.is_main_process)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, len(tok))
-    hooks = ([TauAnneal(model, cfg.tau_steps or tcfg.steps, cfg.tau_start, cfg.tau_end)] if cfg.ffn == "polyglu" else []) + list(hooks)
+    every = tcfg.log_every if cfg.routing_entropy_every is None else cfg.routing_entropy_every
+    hooks = ([TauAnneal(model, cfg.tau_steps or tcfg.steps, cfg.tau_start, cfg.tau_end)] + ([RoutingEntropy(every)] if every else [])
+             if cfg.ffn == "polyglu" else []) + list(hooks)
     trainer = Trainer(model, tcfg, mix, run_dir=run_dir, hooks=hooks, eval_fn=lambda tr: heldout_losses(tr.unwrapped, held, tcfg.batch_size))
     t0 = time.time(); hist = trainer.fit(resume=resume); dt = time.time() - t0
     final = {k: v for k, v in hist[-1].items() if isinstance(v, (int, float))} if hist else {}
+    if cfg.portable: save_portable(trainer, run_dir/"portable", tok)
     if trainer.is_main:
         save_polychromatic(trainer.unwrapped, run_dir/"model", tokenizer=tok)
         save_json({"realised_mix": mix.shares(), "sources": cfg.sources, "train_s": dt, "params": trainer.n_total, **final},
@@ -142,6 +197,8 @@ class PolySftConfig(Config):
     template: str = "chatml"
     train: dict = field(default_factory=dict)          # TrainConfig fields
     seed: int = 0
+    epochs: float|None = None                          # None: train's steps; else ceil(epochs N / (batch x accumulation x processes))
+    gradient_checkpointing: bool = False
     def __post_init__(self):
         super().__post_init__()
         if self.n_eval < 1: raise ConfigError(f"parameter 'n_eval' must be >= 1, got {self.n_eval}")
@@ -159,6 +216,7 @@ def polysft(cfg:PolySftConfig, run_dir:str|Path, resume:str|bool="auto") -> dict
     "Fine-tune `cfg.base` on assistant tokens with tau frozen; the model goes to `run_dir/model`."
     run_dir = Path(run_dir)
     model = load_polychromatic(cfg.base).train()
+    model.config.gradient_checkpointing = cfg.gradient_checkpointing
     tok = get_tokenizer(cfg.base if (Path(cfg.base)/"tokenizer_config.json").exists() else None)
     taus = sorted({float(m.tau) for m in model.modules() if isinstance(m, PolyGLU)})
     recs = sft_records(cfg)
@@ -167,6 +225,10 @@ def polysft(cfg:PolySftConfig, run_dir:str|Path, resume:str|bool="auto") -> dict
     enc = [e for e in enc if any(l != -100 for l in e["labels"])]
     train, held = enc[cfg.n_eval:], enc[:cfg.n_eval]
     tcfg = TrainConfig.from_dict({"seed": cfg.seed, **cfg.train}, where="parameter 'train'")
+    if cfg.epochs:  # the seed's SFT runs epochs: steps from the data
+        import math, os
+        steps = max(1, math.ceil(cfg.epochs * len(train) / (tcfg.batch_size * tcfg.grad_accum * int(os.environ.get("WORLD_SIZE", 1)))))
+        tcfg = tcfg.replace(steps=steps, warmup_steps=min(tcfg.warmup_steps, steps - 1))
     col = lambda items: collate(items, tok.pad_token_id)
     before = sft_eval(model, held, col, tcfg.batch_size)
     trainer = Trainer(model, tcfg, train, run_dir=run_dir, collate_fn=col,
