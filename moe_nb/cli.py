@@ -391,6 +391,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"], help="auto: CUDA, or report every check skipped; cpu: the CPU-capable checks")
     g.add_argument("--only", default=None, help="comma-separated names of checks or benchmarks (all by default)")
     g.add_argument("--no-bench", action="store_true", help="the checks only"); g.add_argument("--runs-dir", default="runs/bench")
+    ck = sub.add_parser("check", help="is this environment ready: packages, devices, a tiny forward of every model kind")
+    ck.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, mps"); ck.add_argument("--json", default=None, help="also write the report here")
     e = sub.add_parser("lm-eval", help="lm-eval's command line, with moe_nb's models registered", add_help=False)
     e.add_argument("args", nargs=argparse.REMAINDER, help="lm-eval's arguments, e.g. run --model hf --model_args pretrained=DIR --tasks T")
     from importlib.metadata import entry_points
@@ -439,6 +441,18 @@ def _wandb_offline(notebook, params:dict) -> dict:
     os.environ["WANDB_MODE"] = "offline"  # the notebook's kernel inherits it
     return {**params, "tracker": "wandb"}
 
+def _check(args) -> int:
+    from moe_nb.gpu import env_check
+    rep = env_check(args.device)
+    if args.json: save_json(rep, args.json)
+    print(f"python {rep['python']}, torch {rep['torch']}; forwards on {rep['device']}")
+    print(format_table(rep["devices"], sorted({k for d in rep["devices"] for k in d}, key=lambda k: k != "device")))
+    print(format_table([{"package": r["module"], "": "ok" if r["ok"] else ("MISSING" if r["required"] else "-"), "role": "required" if r["required"] else r["for"]}
+                        for r in rep["imports"]], ["package", "", "role"]))
+    print(format_table([{"model": r["model"], "": "ok" if r["ok"] else "FAILED", "detail": f"{r['params']:,} parameters, {r['s']}s" if r["ok"] else r["error"]}
+                        for r in rep["forwards"]], ["model", "", "detail"]))
+    print("READY" if rep["ok"] else "NOT READY: see the MISSING and FAILED rows"); return 0 if rep["ok"] else 1
+
 def _plot(args) -> int:
     from moe_nb.runs import plot_metrics
     from moe_nb.core import save_figure
@@ -478,6 +492,7 @@ def main(argv:list[str]|None=None) -> int:
         if args.cmd == "demo": return _demo(args)
         if args.cmd == "gpu-check": return _gpu_check(args)
         if args.cmd == "plot": return _plot(args)
+        if args.cmd == "check": return _check(args)
     except CliError as e:
         print(f"moe-nb: error: {e}", file=sys.stderr); return 2
     except Interrupted as e:

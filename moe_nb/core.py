@@ -17,9 +17,9 @@ import yaml
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['MODEL_LOADERS', 'get_device', 'get_dtype', 'precision_name', 'seed_everything', 'ConfigError', 'check_value',
-           'Config', 'resolve_callable', 'atomic_open', 'save_json', 'load_json', 'save_jsonl', 'save_yaml',
-           'load_yaml', 'save_tensors', 'load_tensors', 'append_jsonl', 'read_jsonl_log', 'refuse_pickles',
+__all__ = ['MODEL_LOADERS', 'get_device', 'get_dtype', 'mps_bf16_supported', 'precision_name', 'seed_everything', 'ConfigError',
+           'check_value', 'Config', 'resolve_callable', 'atomic_open', 'save_json', 'load_json', 'save_jsonl',
+           'save_yaml', 'load_yaml', 'save_tensors', 'load_tensors', 'append_jsonl', 'read_jsonl_log', 'refuse_pickles',
            'atomic_dir', 'cache_root', 'cached', 'save_figure', 'register_loader', 'get_logger']
 
 # %% ../nbs/00_core.ipynb #d74d8e3f
@@ -54,6 +54,13 @@ def get_dtype(device:torch.device|str="cpu", # where the model runs
     device = torch.device(device)
     if device.type == "cuda": return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+def mps_bf16_supported() -> bool:
+    "Whether the MPS backend is here and computes in bfloat16 (macOS 14 or newer)."
+    mps = getattr(torch.backends, "mps", None)
+    if mps is None or not mps.is_available(): return False
+    check = getattr(mps, "is_macos_or_newer", None)
+    return bool(check(14, 0)) if check else False
 
 # %% ../nbs/00_core.ipynb #c988ecf2
 def precision_name(dtype:torch.dtype) -> str:

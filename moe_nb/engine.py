@@ -23,7 +23,8 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['TRACKERS', 'TrainConfig', 'lr_factor', 'count_params', 'set_trainable', 'param_groups', 'add_lora', 'model_loss',
            'IndexStream', 'default_collate', 'batches', 'loss_sums', 'latest_checkpoint', 'NonFiniteLossError',
-           'Trainer', 'save_checkpoint', 'load_checkpoint', 'evaluate', 'LogWindow', 'read_tracker_log']
+           'Trainer', 'save_checkpoint', 'load_checkpoint', 'evaluate', 'LogWindow', 'process_rss_mb', 'MemoryMonitor',
+           'read_tracker_log']
 
 # %% ../nbs/05_engine.ipynb #141def16
 TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}  # tracker -> the package it needs
@@ -464,6 +465,27 @@ def fit(self:Trainer, resume:str|Path|bool|None="auto") -> list[dict]:
     bar.close()
     for tr in self.acc.trackers: tr.finish()  # not acc.end_training(): that also ends the process group, which the caller may still use
     return self.history
+
+# %% ../nbs/05_engine.ipynb #4c48af1f
+def process_rss_mb() -> float:
+    "This process's resident memory in MiB (current where /proc exists, else the peak)."
+    try:
+        with open("/proc/self/statm") as f: return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, AttributeError):
+        import resource, sys
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+class MemoryMonitor(Hook):
+    "Log process RSS and CUDA/MPS memory (MiB) every `every` optimizer steps."
+    def __init__(self, every:int=1): self.every = every
+    def on_step_end(self, trainer, step, logs):
+        if step % self.every: return
+        logs["rss_mb"] = process_rss_mb()
+        dev = trainer.acc.device
+        if dev.type == "cuda":
+            logs["cuda_mb"] = torch.cuda.memory_allocated(dev) / 2**20; logs["cuda_peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        elif dev.type == "mps": logs["mps_mb"] = torch.mps.current_allocated_memory() / 2**20
 
 # %% ../nbs/05_engine.ipynb #a4ef4a65
 def _wandb_rows(run_dir:Path) -> dict:

@@ -18,10 +18,11 @@ from .core import save_json, atomic_open, save_figure
 from .runs import make_run_dir, update_metrics, utc_stamp
 
 # %% auto #0
-__all__ = ['CHECKS', 'EXTRAS', 'TINY', 'REAL_SHAPES', 'BENCHES', 'Skip', 'Check', 'gpu_check', 'missing', 'close', 'run_checks',
-           'check_chunked_ce', 'check_packed_documents', 'check_flash_varlen', 'check_experts_kernels', 'bf16_steps',
-           'check_bf16_training', 'check_polyglu_compile', 'check_gpu_clustering', 'run_benches', 'environment',
-           'report_markdown', 'plot_report', 'gpu_check_run']
+__all__ = ['CHECKS', 'EXTRAS', 'TINY', 'REAL_SHAPES', 'BENCHES', 'REQUIRED', 'OPTIONAL', 'MODEL_KINDS', 'Skip', 'Check',
+           'gpu_check', 'missing', 'close', 'run_checks', 'check_chunked_ce', 'check_packed_documents',
+           'check_flash_varlen', 'check_experts_kernels', 'bf16_steps', 'check_bf16_training', 'check_polyglu_compile',
+           'check_gpu_clustering', 'run_benches', 'environment', 'report_markdown', 'plot_report', 'gpu_check_run',
+           'devices', 'env_check']
 
 # %% ../nbs/91_gpu.ipynb #d27fd8ab
 class Skip(Exception):
@@ -344,3 +345,50 @@ def gpu_check_run(runs_dir:str|Path="runs/bench", device:str="auto", only:list[s
     if rep["checks"]: save_figure(plot_report(rep), run_dir/"report.png")
     update_metrics(run_dir, status="failed" if counts["failed"] else "completed", pipeline="gpu", **counts, headline=["passed", "failed", "skipped"])
     return run_dir, rep
+
+# %% ../nbs/91_gpu.ipynb #c77c396a
+REQUIRED = ("torch", "transformers", "accelerate", "peft", "datasets", "safetensors", "lm_eval", "sklearn", "papermill", "pyarrow", "yaml")
+OPTIONAL = {"flash_attn": "flash-attn varlen attention (CUDA)", "deepspeed": "ZeRO through accelerate configs", "liger_kernel": "GPU benchmark references",
+            "cut_cross_entropy": "GPU benchmark references", "wandb": "the W&B tracker", "trackio": "the trackio tracker", "gradio": "the leaderboard page",
+            "cuml": "HDBSCAN on the GPU"}
+
+def _stock(arch):
+    def f(dev, dtype, layers):
+        from moe_nb.zoo import random_model
+        return random_model(arch, seed=0).to(dev, dtype)
+    return f
+
+MODEL_KINDS = {"qwen2": _stock("qwen2"), "olmoe": _stock("olmoe"), "gpt_oss": _stock("gpt_oss"),
+               **{name: build for name, (build, *_rest) in TINY.items()}}
+
+def devices() -> list[dict]:
+    "The compute devices here: the CPU, each CUDA device, MPS."
+    from moe_nb.core import mps_bf16_supported
+    out = [{"device": "cpu", "threads": torch.get_num_threads()}]
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        out.append({"device": f"cuda:{i}", "name": p.name, "memory_gib": round(p.total_memory / 2**30, 1), "bf16": torch.cuda.is_bf16_supported()})
+    if torch.backends.mps.is_available(): out.append({"device": "mps", "bf16": mps_bf16_supported()})
+    return out
+
+# %% ../nbs/91_gpu.ipynb #462c7803
+def env_check(device:str="auto") -> dict:
+    "Imports, devices and a tiny forward of every model kind on `device` (auto: CUDA, else MPS, else CPU); `ok` unless something required fails."
+    from moe_nb.core import get_device
+    dev = get_device(device)
+    imports = [{"module": m, "required": True, "ok": importlib.util.find_spec(m) is not None} for m in REQUIRED]
+    imports += [{"module": m, "required": False, "ok": importlib.util.find_spec(m) is not None, "for": why} for m, why in OPTIONAL.items()]
+    forwards = []
+    for name, build in MODEL_KINDS.items():
+        t0 = time.time()
+        try:
+            m = build(dev, torch.float32, 2).eval()
+            V = m.config.vocab_size
+            x = torch.randint(2, min(V, 97), (2, 12), generator=torch.Generator().manual_seed(0)).to(dev)
+            with torch.no_grad(): z = m(input_ids=x).logits
+            if tuple(z.shape) != (2, 12, V) or not torch.isfinite(z).all(): raise AssertionError(f"logits {tuple(z.shape)}, finite {bool(torch.isfinite(z).all())}; expected (2, 12, {V})")
+            forwards.append({"model": name, "ok": True, "params": sum(p.numel() for p in m.parameters()), "s": round(time.time() - t0, 2)})
+        except Exception as e: forwards.append({"model": name, "ok": False, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+    ok = all(r["ok"] for r in imports if r["required"]) and all(r["ok"] for r in forwards)
+    return {"ok": ok, "device": str(dev), "python": platform.python_version(), "torch": torch.__version__, "devices": devices(),
+            "imports": imports, "forwards": forwards}

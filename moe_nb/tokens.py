@@ -19,9 +19,9 @@ from .data import DataError, load_records
 from .embedded import DOMAINS, embedded_corpus
 
 # %% auto #0
-__all__ = ['MANIFEST_FORMAT', 'SEED_MIX', 'source_docs', 'tokenizer_fingerprint', 'write_token_shards', 'verify_shards',
-           'TokenShards', 'doc_ids_from_eos', 'PackedBlocks', 'MixSchedule', 'MixedTokens', 'tokenize_sources',
-           'open_blocks']
+__all__ = ['MANIFEST_FORMAT', 'SEED_MIX', 'source_docs', 'stream_blocks', 'tokenizer_fingerprint', 'write_token_shards',
+           'verify_shards', 'TokenShards', 'doc_ids_from_eos', 'PackedBlocks', 'MixSchedule', 'MixedTokens',
+           'tokenize_sources', 'open_blocks']
 
 # %% ../nbs/03_tokens.ipynb #2a44cfae
 def source_docs(source:str, # "embedded:<domain>", a .txt/.jsonl file or directory, or a `datasets` name
@@ -47,6 +47,56 @@ def _stream_dataset(name:str, split:str, text_field:str):
     for i, row in enumerate(ds):
         if text_field not in row: raise DataError(f"source {name!r}[{split}] row {i}: no field {text_field!r} (fields: {sorted(row)})")
         yield row[text_field]
+
+# %% ../nbs/03_tokens.ipynb #df251af4
+def _data_files(source:str) -> list[Path]|None:
+    "The JSONL/Parquet files of a local source, in name order; None for a hub name."
+    p = Path(source)
+    ok = lambda f: f.suffix in (".jsonl", ".json", ".parquet")
+    if p.is_file(): return [p] if ok(p) else None
+    if p.is_dir(): return sorted(f for f in p.rglob("*") if f.is_file() and ok(f)) or None
+    return None
+
+def _byte_range(f:Path, n:int) -> dict:
+    "The bytes of the first `n` rows of a local shard: JSONL through the end of its n-th line, Parquet by the row groups holding them."
+    if f.suffix == ".parquet":
+        import pyarrow.parquet as pq
+        md = pq.ParquetFile(f).metadata
+        g, rows = 0, 0
+        while g < md.num_row_groups and rows < n: rows += md.row_group(g).num_rows; g += 1
+        chunks = [md.row_group(i).column(c) for i in range(g) for c in range(md.num_columns)]
+        start = min((c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset) for c in chunks) if chunks else 0
+        end = max(c.total_compressed_size + (c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset) for c in chunks) if chunks else 0
+        return {"row_groups": [0, g], "bytes": [int(start), int(end)]}
+    end, k = 0, 0
+    with open(f, "rb") as fh:
+        for line in fh:
+            if k >= n: break
+            end += len(line); k += line.strip() != b""
+    return {"bytes": [0, end]}
+
+# %% ../nbs/03_tokens.ipynb #4daa6f6a
+def _shard_rows(source:str, files:list[Path]|None, split:str):
+    import datasets
+    if files is None:
+        path, _, config = source.partition(":")
+        yield source, datasets.load_dataset(path, config or None, split=split, streaming=True); return
+    for f in files:
+        yield f, datasets.load_dataset("parquet" if f.suffix == ".parquet" else "json", data_files=str(f), split="train", streaming=True)
+
+def stream_blocks(source:str, tok, seq_len:int, n_blocks:int, text_field:str="text", split:str="train") -> tuple[torch.Tensor, list[dict]]:
+    "The first `n_blocks` blocks of `seq_len` tokens streamed from `source`, and per shard read: rows and (local files) bytes."
+    files, need, ids, prov = _data_files(source), n_blocks * seq_len, [], []
+    for shard, rows in _shard_rows(source, files, split):
+        n = 0
+        for row in rows:
+            if text_field not in row: raise DataError(f"{shard} row {n}: no field {text_field!r} (fields: {sorted(row)})")
+            ids += tok(row[text_field], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]; n += 1
+            if len(ids) >= need: break
+        prov.append({"shard": str(shard), "rows": [0, n], **(_byte_range(shard, n) if files else {})})
+        if len(ids) >= need: break
+    if len(ids) < need: raise DataError(f"{source}: {len(ids)} tokens in all, fewer than n_blocks={n_blocks} blocks of {seq_len}")
+    return torch.tensor(ids[:need]).view(n_blocks, seq_len), prov
 
 # %% ../nbs/03_tokens.ipynb #7fe6fbbc
 MANIFEST_FORMAT = "moe_nb.token_shards/1"

@@ -167,3 +167,11 @@ def test_gpu_check_command(tmp_path):
     assert rep["checks"][0]["measured"]["grad_w_float32"] < 1e-5
     r = moe_nb("gpu-check", "--only", "nope", "--runs-dir", tmp_path/"bad")
     assert r.returncode == 2 and "unknown name(s) ['nope']" in r.stderr and not (tmp_path/"bad").exists()
+
+def test_check_command(tmp_path):
+    "`moe-nb check`: the packages, the devices and a tiny forward of every model kind, on the CPU here."
+    r = moe_nb("check", "--device", "cpu", "--json", tmp_path/"env.json")
+    assert r.returncode == 0 and "READY" in r.stdout, r.stdout + r.stderr
+    rep = json.loads((tmp_path/"env.json").read_text())
+    assert [f["model"] for f in rep["forwards"] if f["ok"]] == ["qwen2", "olmoe", "gpt_oss", "select_moe", "nexus", "parscale", "polychromatic"]
+    assert rep["devices"][0]["device"] == "cpu" and all(i["ok"] for i in rep["imports"] if i["required"])

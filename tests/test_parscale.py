@@ -44,3 +44,23 @@ def test_bad_input(tmp_path, param, value, message):
 def test_zero_streams_refused_before_running(tmp_path):
     r = moe_nb("run", "parscale_train", "--preset", "smoke", "-p", "P", "0", "--runs-dir", tmp_path/"runs", "--quiet")
     assert r.returncode == 2 and "P=0: expected > 0" in r.stderr and not (tmp_path/"runs").exists(), r.stderr
+
+def test_streamed_data_token_budget_memory(tmp_path):
+    "A local Parquet dataset streamed (shards, rows and bytes logged), steps from a token budget with accumulation, memory in the log."
+    import pyarrow as pa, pyarrow.parquet as pq
+    from moe_nb.embedded import embedded_corpus
+    data = tmp_path/"pile"; data.mkdir()
+    docs = [t for d in embedded_corpus(150, seed=4).values() for t in d]
+    for i in range(2): pq.write_table(pa.table({"text": docs[i::2]}), data/f"part-{i}.parquet", row_group_size=50)
+    r = moe_nb("run", "parscale_train", "--preset", "seed", "-p", "n_tokens", "8", "-p", "P", "2", "-p", "seq_len", "64", "-p", "n_eval", "16",
+               "-p", "data", data, "-p", "target_tokens", "6000", "-p", "grad_accum", "2", "-p", "batch_size", "4", "-p", "warmup_steps", "2",
+               "--runs-dir", tmp_path/"runs", "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (rd,) = list((tmp_path/"runs"/"parscale_train").iterdir())
+    m, prov = json.loads((rd/"metrics.json").read_text()), json.loads((rd/"data_provenance.json").read_text())
+    steps = -(-6000 // (4 * 2 * 64))  # ceil(target_tokens / (batch x accumulation x seq_len)) = 12
+    assert json.loads((rd/"metrics.jsonl").read_text().splitlines()[-1])["step"] == steps and m["train_tokens"] == steps * 4 * 2 * 64
+    assert prov["train_blocks"] == steps * 8 and prov["held_out_blocks"] == 16 and prov["shards"][0]["shard"].endswith("part-0.parquet")
+    assert all(0 < s["bytes"][0] < s["bytes"][1] <= (data/s["shard"].split("/")[-1]).stat().st_size for s in prov["shards"])
+    import yaml
+    assert m["data"] == str(data) and m["rss_mb_max"] > 50 and yaml.safe_load((rd/"params.yaml").read_text())["attn_smooth"] == 0.1

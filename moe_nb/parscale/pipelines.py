@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from pathlib import Path
+from fastcore.basics import patch
 from ..runs import PipelineParams, find_run
 
 # %% auto #0
@@ -77,3 +78,34 @@ class ParscaleTrainParams(PipelineParams):
     collapse_threshold: float                      # a token has collapsed onto one stream when its largest weight exceeds this
     save_model: bool
     tracker: str                                   # tensorboard, wandb (offline unless WANDB_MODE is set), trackio or none
+    grad_accum: int
+    target_tokens: int                             # 0: train `steps`; else the token budget: steps = ceil(target_tokens / (batch x accumulation x seq_len))
+    data: str                                      # "embedded", or a JSONL/Parquet file or directory or a datasets name, streamed (its provenance logged)
+    text_field: str                                # the text column of a streamed source
+    memory_monitor: bool                           # log process RSS and CUDA/MPS memory at every logged step
+
+# %% ../../nbs/parscale/42_pipelines.ipynb #49fc95c5
+@patch
+def steps_total(self:ParscaleTrainParams) -> int:
+    "Optimizer steps: `steps`, or the token budget over the tokens of one step."
+    import math
+    return self.steps if not self.target_tokens else max(1, math.ceil(self.target_tokens / (self.batch_size * self.grad_accum * self.seq_len)))
+
+@patch
+def blocks(self:ParscaleTrainParams, tok) -> tuple:
+    "(train, held-out) blocks and the data's provenance: the embedded corpus (as the tiny backbones were trained), or a streamed source."
+    from moe_nb.embedded import corpus_blocks
+    from moe_nb.tokens import stream_blocks
+    if self.data == "embedded":
+        _, val = corpus_blocks(tok, self.docs_per_domain, self.seq_len, n_eval=self.n_eval, seed=0, corpus_seed=0)  # the backbone's held-out blocks
+        train, _ = corpus_blocks(tok, self.docs_per_domain, self.seq_len, n_eval=self.n_eval, seed=0, corpus_seed=self.train_corpus_seed)
+        return train, val, {"data": "embedded"}
+    n_train = self.steps_total() * self.batch_size * self.grad_accum
+    b, prov = stream_blocks(self.data, tok, self.seq_len, self.n_eval + n_train, self.text_field)
+    return b[self.n_eval:], b[:self.n_eval], {"data": self.data, "held_out_blocks": self.n_eval, "train_blocks": n_train, "shards": prov}
+
+@patch
+def model_dtype(self:ParscaleTrainParams, dev) -> str:
+    "The backbone's dtype: `dtype`, or under auto on MPS bfloat16 where supported."
+    from moe_nb.core import mps_bf16_supported
+    return "bfloat16" if self.dtype == "auto" and dev.type == "mps" and mps_bf16_supported() else self.dtype
