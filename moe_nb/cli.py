@@ -462,6 +462,7 @@ def _plot(args) -> int:
     out = Path(args.out) if args.out else rd/f"metrics{f'_smooth{args.smooth}' if args.smooth > 1 else ''}.png"
     save_figure(fig, out); print(out); return 0
 
+# %% ../nbs/90_cli.ipynb #fcac03b8
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `moe-nb` command."
     argv = sys.argv[1:] if argv is None else list(argv)
