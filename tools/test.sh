@@ -22,5 +22,6 @@ echo "== nbdev-test"
 nbdev-test --n-workers 2
 
 echo "== pytest"
-# two workers: most tests drive notebooks through papermill, whose kernel start-up and imports are single-threaded
-python -m pytest -q -p no:cacheprovider -n 2 --durations=15 "$@"
+# two workers: most tests drive notebooks through papermill, whose kernel start-up and imports are single-threaded;
+# worksteal lets the idle worker take over the other's queue, and tests/conftest.py starts the longest set-up first
+python -m pytest -q -p no:cacheprovider -n 2 --dist worksteal --durations=15 "$@"
