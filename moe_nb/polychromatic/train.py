@@ -20,6 +20,7 @@ from ..engine import Trainer, TrainConfig, batches, loss_sums
 from ..jobs import launch
 from ..tokens import SEED_MIX, MixSchedule, MixedTokens, tokenize_sources, open_blocks
 from .polyglu import PolyGLU, TauAnneal
+from .analysis import _entropy
 from .model import PolychromaticLM, VanillaLM, poly_config, save_polychromatic, load_polychromatic
 
 # %% auto #0
@@ -105,13 +106,13 @@ class RoutingEntropy(Hook):
         self.sums = [0.0, 0]
         def f(mod, args, kw, out):
             g = mod.gates(args[0], kw.get("doc_ids")).float()
-            self.sums[0] += -(g * g.clamp_min(1e-12).log()).sum(-1).mean().item(); self.sums[1] += 1
+            self.sums[0] += _entropy(g).mean().item(); self.sums[1] += 1
         self.hooks = [m.register_forward_hook(f, with_kwargs=True) for m in trainer.unwrapped.modules() if isinstance(m, PolyGLU)]
     def on_step_end(self, trainer, step, logs):
         if self.sums is None: return
         for h in self.hooks: h.remove()
         ms = [m.static_preference() for m in trainer.unwrapped.modules() if isinstance(m, PolyGLU)]
-        logs["routing_entropy_static"] = torch.stack([-(p * p.clamp_min(1e-12).log()).sum(-1).mean() for p in ms]).mean().item()
+        logs["routing_entropy_static"] = torch.stack([_entropy(p).mean() for p in ms]).mean().item()
         logs["routing_entropy_dynamic"] = self.sums[0] / max(1, self.sums[1])
         self.hooks, self.sums = [], None
 
