@@ -488,24 +488,36 @@ class MemoryMonitor(Hook):
         elif dev.type == "mps": logs["mps_mb"] = torch.mps.current_allocated_memory() / 2**20
 
 # %% ../nbs/05_engine.ipynb #a4ef4a65
-def _wandb_rows(run_dir:Path) -> dict:
-    "History rows of the newest W&B transaction log (`run-*.wandb`: a LevelDB-style log of protobuf records) under `run_dir`."
+def _wandb_records(log:Path) -> list:
+    "The protobuf `Record`s of one W&B transaction log (`run-*.wandb`), up to a record still being written."
     import struct
     from wandb.proto import wandb_internal_pb2 as pb
-    logs = sorted(run_dir.rglob("run-*.wandb"), key=lambda p: p.stat().st_mtime)
-    if not logs: raise FileNotFoundError(f"{run_dir}: no W&B run log (run-*.wandb)")
-    data, pos, block, chunks, part = logs[-1].read_bytes(), 7, 32768, [], b""
-    if data[:4] != b":W&B": raise ValueError(f"{logs[-1]}: not a W&B transaction log")
+    data, pos, block, chunks, part = log.read_bytes(), 7, 32768, [], b""
+    if data[:4] != b":W&B": raise ValueError(f"{log}: not a W&B transaction log")
     while pos + 7 <= len(data):
         if block - pos % block < 7: pos += block - pos % block; continue   # a block's zero-padded tail
         _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
         if kind == 0: pos += block - pos % block; continue
+        if pos + 7 + n > len(data): break                                   # the writer is mid-record
         part = data[pos + 7:pos + 7 + n] if kind in (1, 2) else part + data[pos + 7:pos + 7 + n]
         if kind in (1, 4): chunks.append(part)                              # full record, or the last piece of one
         pos += 7 + n
-    rows = {}
+    out = []
     for c in chunks:
-        r = pb.Record(); r.ParseFromString(c)
+        r = pb.Record(); r.ParseFromString(c); out.append(r)
+    return out
+
+def _wandb_rows(run_dir:Path, wait:float=60.) -> dict:
+    "History rows of the newest W&B run log under `run_dir`, once it is complete: a log without its `exit` record that was written to in the last `wait` s is re-read until W&B's service has flushed it."
+    import time
+    logs = sorted(run_dir.rglob("run-*.wandb"), key=lambda p: p.stat().st_mtime)
+    if not logs: raise FileNotFoundError(f"{run_dir}: no W&B run log (run-*.wandb)")
+    while True:
+        recs = _wandb_records(logs[-1])
+        if any(r.WhichOneof("record_type") == "exit" for r in recs) or time.time() - logs[-1].stat().st_mtime > wait: break
+        time.sleep(0.2)
+    rows = {}
+    for r in recs:
         if r.WhichOneof("record_type") != "history": continue
         vals = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
         rows.setdefault(int(vals.pop("_step")), {}).update({k: v for k, v in vals.items() if not k.startswith("_")})

@@ -3,6 +3,7 @@ import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import torch
 from moe_nb.core import load_tensors
+from moe_nb.engine import read_tracker_log
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE/"engine_script.py"
@@ -77,7 +78,28 @@ def test_trackers_record_what_the_run_logged(tmp_path):
         assert [t["step"] for t in o["tracked"]] == [2, 4, 6], tracker
         for t, l in zip(o["tracked"], o["logged"]):
             for k in ("loss", "lr", "grad_norm"): assert abs(t[k] - l[k]) <= 1e-6 * max(1.0, abs(l[k])), (tracker, k)
-    assert list((tmp_path/"wandb").rglob("run-*.wandb")), "W&B writes its offline run into the run directory"
+    logs = list((tmp_path/"wandb").rglob("run-*.wandb"))
+    assert logs, "W&B writes its offline run into the run directory"
+    wandb_log_read_while_written(logs[0], tmp_path/"live", out["wandb"]["tracked"])
+
+def wandb_log_read_while_written(log, live, full):
+    "A log that lacks its last row and its exit record (W&B's service still writing) is read once it is complete; a quiet one as it is."
+    import threading
+    data = log.read_bytes()
+    cut = next(n for n in range(len(data), 0, -1)    # the longest prefix that holds only the first two rows
+               if sum(r.WhichOneof("record_type") == "history" for r in _wandb_records_of(data[:n], live)) == 2)
+    (live/log.name).write_bytes(data[:cut])
+    threading.Timer(1.0, lambda: (live/log.name).write_bytes(data)).start()
+    t0 = time.time()
+    assert read_tracker_log(live, "wandb") == full
+    assert time.time() - t0 >= 0.9, "the reader waited for the service to finish the log"
+    (live/log.name).write_bytes(data[:cut]); os.utime(live/log.name, (0, 0))  # a crashed run: no exit record, quiet for decades
+    assert [r["step"] for r in read_tracker_log(live, "wandb")] == [2, 4]
+
+def _wandb_records_of(data, d):
+    from moe_nb.engine import _wandb_records
+    d.mkdir(exist_ok=True); (d/"probe.wandb").write_bytes(data)
+    return _wandb_records(d/"probe.wandb")
 
 def test_missing_tracker_refuses_to_start(monkeypatch):
     "A tracker whose package is missing stops the configuration, instead of a run that logs nothing."
