@@ -8,7 +8,7 @@ Docs: https://moe-nb.github.io/moe_nb/engine.html.md"""
 from __future__ import annotations
 import importlib.util, json, math, os, random, re, shutil, tempfile, time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Literal
 import numpy as np
@@ -37,6 +37,7 @@ class TrainConfig(Config):
     grad_accum: int = 1             # micro-steps per optimizer step
     lr: float = 1e-3
     weight_decay: float = 0.1       # on 2-D+ parameters only
+    no_decay: list[str] = field(default_factory=list)  # regexes of parameter names also kept out of weight decay
     betas: tuple[float, float] = (0.9, 0.95)
     schedule: Literal["cosine", "constant", "wsd", "linear"] = "cosine"
     warmup_steps: int = 0
@@ -73,6 +74,9 @@ def __post_init__(self:TrainConfig):
     if self.save_every is None: self.save_every = max(1, self.steps // 10)
     if self.save_every < 0: raise ConfigError(f"parameter 'save_every' must be >= 0 (0: only at the end), got {self.save_every}")
     if not 0 <= self.warmup_steps <= self.steps: raise ConfigError(f"parameter 'warmup_steps' must be in [0, steps={self.steps}], got {self.warmup_steps}")
+    for r in self.no_decay:
+        try: re.compile(r)
+        except re.error as e: raise ConfigError(f"parameter 'no_decay': {r!r} is not a regular expression ({e})") from None
     if self.tracker not in TRACKERS: raise ConfigError(f"parameter 'tracker' must be one of {list(TRACKERS)}, got {self.tracker!r}")
     pkg = TRACKERS[self.tracker]
     if pkg and importlib.util.find_spec(pkg) is None:
@@ -118,12 +122,19 @@ def set_trainable(model:nn.Module, patterns:list[str]|str|None=None) -> tuple[in
     return count_params(model)
 
 # %% ../nbs/05_engine.ipynb #c0dccf7c
-def param_groups(model:nn.Module, weight_decay:float) -> list[dict]:
-    "AdamW groups: decay on trainable 2-D+ parameters, none on 1-D ones."
-    ps = [p for p in model.parameters() if p.requires_grad]
-    if not ps: raise ValueError("the model has no trainable parameters")
-    return [{"params": [p for p in ps if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in ps if p.ndim < 2], "weight_decay": 0.0}]
+def param_groups(model:nn.Module, weight_decay:float, no_decay:list[str]=()) -> list[dict]:
+    "AdamW groups: decay on trainable 2-D+ parameters, none on 1-D ones nor on those matching a regex of `no_decay`."
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named: raise ValueError("the model has no trainable parameters")
+    pats, hit = [re.compile(r) for r in no_decay], set()
+    def exempt(n, p):
+        m = {r.pattern for r in pats if r.search(n)}; hit.update(m)
+        return p.ndim < 2 or bool(m)
+    flags = [exempt(n, p) for n, p in named]
+    missing = [r.pattern for r in pats if r.pattern not in hit]
+    if missing: raise ValueError(f"no_decay pattern(s) {missing} match no trainable parameter of {type(model).__name__}")
+    return [{"params": [p for (_, p), e in zip(named, flags) if not e], "weight_decay": weight_decay},
+            {"params": [p for (_, p), e in zip(named, flags) if e], "weight_decay": 0.0}]
 
 # %% ../nbs/05_engine.ipynb #a7d36434
 def add_lora(model:nn.Module, r:int=8, alpha:float=16, dropout:float=0.0,
@@ -246,7 +257,7 @@ class Trainer:
         set_seed(cfg.seed)
         if trainable is not ...: set_trainable(model, trainable)
         self.n_trainable, self.n_total = count_params(model)
-        groups = param_groups(model, cfg.weight_decay)
+        groups = param_groups(model, cfg.weight_decay, cfg.no_decay)
         opt = optimizer_fn(groups, cfg) if optimizer_fn else torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
         self.model, self.opt = self.acc.prepare(model, opt)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))

@@ -64,6 +64,7 @@ class PolychromaticPretrainParams(PipelineParams):
     gradient_checkpointing: bool                   # recompute each block's activations in backward instead of keeping them
     routing_entropy_every: int|None                # log static and dynamic routing entropy every N steps; None: at every logged step; 0: off
     portable: bool                                 # also write <run>/portable: model, optimizer, scheduler, step and tau (load_portable)
+    routing_decay: bool                            # the seed's: decay alpha and the gate net's matrices; False: no weight decay on any routing parameter
 
 # %% ../../nbs/polychromatic/34_pipelines.ipynb #b2c4673e
 @dataclass(kw_only=True)
@@ -90,3 +91,4 @@ class PolychromaticSftParams(PipelineParams):
     tracker: str                                   # tensorboard, wandb (offline unless WANDB_MODE is set), trackio or none
     epochs: float|None                             # None: train `steps`; else ceil(epochs N / (batch x accumulation x processes))
     gradient_checkpointing: bool
+    routing_decay: bool                            # as polychromatic_pretrain's

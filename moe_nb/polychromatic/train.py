@@ -24,8 +24,9 @@ from .analysis import _entropy
 from .model import PolychromaticLM, VanillaLM, poly_config, save_polychromatic, load_polychromatic
 
 # %% auto #0
-__all__ = ['JOBS', 'PretrainConfig', 'build_model', 'pretrain_data', 'heldout_losses', 'RoutingEntropy', 'save_portable',
-           'load_portable', 'pretrain', 'run_job', 'launch_job', 'PolySftConfig', 'sft_records', 'polysft', 'sft_eval']
+__all__ = ['JOBS', 'PretrainConfig', 'build_model', 'routing_parameters', 'routing_no_decay', 'pretrain_data', 'heldout_losses',
+           'RoutingEntropy', 'save_portable', 'load_portable', 'pretrain', 'run_job', 'launch_job', 'PolySftConfig',
+           'sft_records', 'polysft', 'sft_eval']
 
 # %% ../../nbs/polychromatic/32_train.ipynb #06726c2c
 @dataclass
@@ -49,6 +50,7 @@ class PretrainConfig(Config):
     seed: int = 0
     routing_entropy_every: int|None = None             # log static and dynamic routing entropy every N steps; None: at every logged step; 0: off
     portable: bool = True                              # also write run_dir/portable: model, optimizer, scheduler, step and tau
+    routing_decay: bool = True                         # the seed's: AdamW decays alpha and the gate net's matrices; False: no decay on any routing parameter
     def __post_init__(self):
         super().__post_init__()
         if self.ffn not in ("polyglu", "swiglu"): raise ConfigError(f"parameter 'ffn' must be 'polyglu' or 'swiglu', got {self.ffn!r}")
@@ -69,6 +71,16 @@ def build_model(cfg:PretrainConfig, vocab_size:int) -> PolychromaticLM:
     pc = poly_config(cfg.preset, **{"vocab_size": vocab_size, **cfg.model, "ffn": cfg.ffn})
     if pc.vocab_size < vocab_size: raise ConfigError(f"vocab_size={pc.vocab_size} is smaller than the tokenizer's {vocab_size} tokens")
     return (VanillaLM if cfg.ffn == "swiglu" else PolychromaticLM)(pc)
+
+def routing_parameters(model:nn.Module) -> list[str]:
+    "Names of the routing parameters of every PolyGLU in `model`: alpha, beta and the gate net (router)."
+    return [f"{mn}.{n}" if mn else n for mn, m in model.named_modules() if isinstance(m, PolyGLU)
+            for n, _ in m.named_parameters() if n in ("alpha", "beta") or n.startswith("router.")]
+
+def routing_no_decay(model:nn.Module, decay:bool) -> list[str]:
+    "`TrainConfig.no_decay` patterns that keep `model`'s routing parameters out of weight decay (none if `decay`)."
+    import re
+    return [] if decay else [f"^{re.escape(n)}$" for n in routing_parameters(model)]
 
 # %% ../../nbs/polychromatic/32_train.ipynb #95f8438c
 def pretrain_data(cfg:PretrainConfig, tok, run_dir:str|Path, samples_per_step:int, steps:int, is_main:bool=True):
@@ -156,6 +168,7 @@ def pretrain(cfg:PretrainConfig, run_dir:str|Path, resume:str|bool="auto", hooks
         mix, held = pretrain_data(cfg, tok, run_dir, tcfg.batch_size * tcfg.grad_accum * st.num_processes, tcfg.steps, st.is_main_process)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, len(tok))
+    tcfg = tcfg.replace(no_decay=[*tcfg.no_decay, *routing_no_decay(model, cfg.routing_decay)])
     every = tcfg.log_every if cfg.routing_entropy_every is None else cfg.routing_entropy_every
     hooks = ([TauAnneal(model, cfg.tau_steps or tcfg.steps, cfg.tau_start, cfg.tau_end)] + ([RoutingEntropy(every)] if every else [])
              if cfg.ffn == "polyglu" else []) + list(hooks)
@@ -200,6 +213,7 @@ class PolySftConfig(Config):
     seed: int = 0
     epochs: float|None = None                          # None: train's steps; else ceil(epochs N / (batch x accumulation x processes))
     gradient_checkpointing: bool = False
+    routing_decay: bool = True                         # as PretrainConfig.routing_decay
     def __post_init__(self):
         super().__post_init__()
         if self.n_eval < 1: raise ConfigError(f"parameter 'n_eval' must be >= 1, got {self.n_eval}")
@@ -226,6 +240,7 @@ def polysft(cfg:PolySftConfig, run_dir:str|Path, resume:str|bool="auto") -> dict
     enc = [e for e in enc if any(l != -100 for l in e["labels"])]
     train, held = enc[cfg.n_eval:], enc[:cfg.n_eval]
     tcfg = TrainConfig.from_dict({"seed": cfg.seed, **cfg.train}, where="parameter 'train'")
+    tcfg = tcfg.replace(no_decay=[*tcfg.no_decay, *routing_no_decay(model, cfg.routing_decay)])
     if cfg.epochs:  # the seed's SFT runs epochs: steps from the data
         import math, os
         steps = max(1, math.ceil(cfg.epochs * len(train) / (tcfg.batch_size * tcfg.grad_accum * int(os.environ.get("WORLD_SIZE", 1)))))
