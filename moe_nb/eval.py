@@ -143,7 +143,9 @@ import lm_eval.models  # noqa: F401  (lm-eval's own models first: its registry l
 class MoeNbLM(TemplateLM):
     "lm-eval model for any torch causal LM returning logits."
     def __init__(self, model:nn.Module|None=None, tokenizer=None, batch_size:int=8, max_length:int=512,
-                 max_gen_toks:int=64, device:str|None=None, pretrained:str|None=None, **kw):
+                 max_gen_toks:int=64, device:str|None=None, pretrained:str|None=None,
+                 use_cache:bool|str="auto", # generate with the model's KV cache; auto: if the model declares `kv_cache_exact`
+                 **kw):
         super().__init__()
         if model is None:
             if pretrained is None: raise ValueError("MoeNbLM needs model= (a module) or pretrained= (a zoo name or checkpoint)")
@@ -159,6 +161,8 @@ class MoeNbLM(TemplateLM):
         if device: self.model.to(device)
         self.dev = next(self.model.parameters()).device
         self.bs, self.max_length, self.max_gen_toks = int(batch_size), int(max_length), int(max_gen_toks)
+        if use_cache not in ("auto", True, False): raise ValueError(f"use_cache={use_cache!r}: expected 'auto', True or False")
+        self.use_cache = bool(getattr(self.model, "kv_cache_exact", False)) if use_cache == "auto" else use_cache
 
     @property
     def eot_token_id(self): return self.tok.eos_token_id
@@ -197,6 +201,18 @@ def loglikelihood_rolling(self:MoeNbLM, requests, disable_tqdm:bool=False):
     return out
 
 # %% ../nbs/07_eval.ipynb #c5c7b191
+def _step_logits(self:MoeNbLM, ids:list[int], new:list[int], past):
+    "Next-token logits after ids + new, and the cache to pass next time (None without one)."
+    if not self.use_cache: return _logits(self.model, torch.tensor([ids + new], device=self.dev))[0, -1], None
+    inp = torch.tensor([new[-1:] if past is not None else ids], device=self.dev)
+    try: out = self.model(input_ids=inp, past_key_values=past, use_cache=True)
+    except TypeError as e:
+        if "past_key_values" not in str(e) and "use_cache" not in str(e): raise
+        out = None
+    if getattr(out, "past_key_values", None) is None:
+        raise ValueError(f"use_cache=True, but {type(self.model).__name__} takes or returns no past_key_values; use use_cache=False")
+    return out.logits[0, -1], out.past_key_values
+
 @patch
 @torch.no_grad()
 def generate_until(self:MoeNbLM, requests, disable_tqdm:bool=False):
@@ -208,9 +224,10 @@ def generate_until(self:MoeNbLM, requests, disable_tqdm:bool=False):
         n_new = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
         if not 0 < n_new < self.max_length: raise ValueError(f"max_gen_toks={n_new}: expected 1 .. max_length - 1 = {self.max_length - 1}")
         ids = self.tok_encode(ctx)[-(self.max_length - n_new):]  # lm-eval's rule: keep the last max_length - max_gen_toks tokens
-        new = []
+        new, past = [], None
         for _ in range(n_new):
-            nxt = int(_logits(self.model, torch.tensor([ids + new], device=self.dev))[0, -1].argmax())  # never over max_length
+            logits, past = _step_logits(self, ids, new, past)  # never over max_length
+            nxt = int(logits.argmax())
             if nxt == self.eot_token_id: break
             new.append(nxt)
             text = self.tok.decode(new)
@@ -240,7 +257,8 @@ def results_table(results:dict) -> list[dict]:
 # %% ../nbs/07_eval.ipynb #df228737
 def run_lm_eval(model, tasks:list[str], tokenizer=None, task_dirs:list[str|Path]=(), run_dir:str|Path|None=None,
                 batch_size:int=8, limit:int|float|None=None, num_fewshot:int|None=None, peft:str|None=None,
-                device:str="cpu", max_length:int=512, task_manager=None) -> dict:
+                device:str="cpu", max_length:int=512, task_manager=None,
+                gen_kwargs:dict|None=None) -> dict: # generation settings over the tasks' own (max_gen_toks, until)
     "Evaluate with lm-eval on local and installed tasks; results (and a table) go to `run_dir`."
     tm = task_manager or check_tasks(tasks, task_dirs)
     from lm_eval import simple_evaluate
@@ -252,7 +270,7 @@ def run_lm_eval(model, tasks:list[str], tokenizer=None, task_dirs:list[str|Path]
     else: lm = model
     with hub_offline(set(tasks) <= local_task_names(task_dirs)):  # local tasks need no network; hub tasks may
         res = simple_evaluate(model=lm, tasks=list(tasks), task_manager=tm, limit=limit, num_fewshot=num_fewshot,
-                              log_samples=False, bootstrap_iters=1000)
+                              log_samples=False, bootstrap_iters=1000, gen_kwargs=gen_kwargs or None)
     out = {"results": res["results"], "versions": res.get("versions", {}), "n-samples": res.get("n-samples", {}),
            "config": {k: str(v) for k, v in res.get("config", {}).items()}}
     if run_dir:

@@ -286,12 +286,17 @@ def forward(self:PolychromaticLM, input_ids:torch.Tensor, labels:torch.Tensor|No
     return PolyOutput(loss, logits, caches if use_cache else None)
 
 # %% ../../nbs/polychromatic/31_model.ipynb #257e0a53
+@patch(as_prop=True)
+def kv_cache_exact(self:PolychromaticLM) -> bool:
+    "Whether cached decoding equals recomputation: not with sequence routing, where a new token re-routes the old ones."
+    return not (self.config.ffn == "polyglu" and self.config.routing == "sequence")
+
 @patch
 @torch.no_grad()
 def generate(self:PolychromaticLM, input_ids:torch.Tensor, max_new_tokens:int=32, eos_token_id:int|None=None,
              use_cache:bool=True) -> torch.Tensor:
     "Greedy decoding; with a KV cache unless routing is 'sequence' (then every step recomputes the whole sequence)."
-    use_cache = use_cache and not (self.config.ffn == "polyglu" and self.config.routing == "sequence")
+    use_cache = use_cache and self.kv_cache_exact
     ids, past, step_in = input_ids, None, input_ids
     for _ in range(max_new_tokens):
         out = self(step_in if use_cache else ids, past_key_values=past, use_cache=use_cache)
