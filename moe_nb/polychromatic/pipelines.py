@@ -12,7 +12,7 @@ from typing import ClassVar
 from ..runs import PipelineParams
 
 # %% auto #0
-__all__ = ['PolychromaticEvalParams', 'PolychromaticPretrainParams', 'PolychromaticSftParams']
+__all__ = ['PolychromaticEvalParams', 'PolychromaticPretrainParams', 'PolychromaticSftParams', 'PolychromaticSeedsParams']
 
 # %% ../../nbs/polychromatic/34_pipelines.ipynb #7e9d1ca3
 @dataclass(kw_only=True)
@@ -92,3 +92,36 @@ class PolychromaticSftParams(PipelineParams):
     epochs: float|None                             # None: train `steps`; else ceil(epochs N / (batch x accumulation x processes))
     gradient_checkpointing: bool
     routing_decay: bool                            # as polychromatic_pretrain's
+
+# %% ../../nbs/polychromatic/34_pipelines.ipynb #2c9d3c79
+@dataclass(kw_only=True)
+class PolychromaticSeedsParams(PipelineParams):
+    "Parameters of the polychromatic_seeds pipeline."
+    PIPELINE: ClassVar[str] = "polychromatic_seeds"
+    seeds: list[int]                               # one PolyGLU and one SwiGLU run per seed; at least 2
+    preset: str
+    model_kw: dict
+    sources: dict
+    mix: dict
+    n_embedded: int
+    seq_len: int
+    n_eval_blocks: int
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    weight_decay: float
+    tau_start: float
+    tau_end: float
+    routing_decay: bool
+    routing_blocks: int                            # held-out blocks per source for each seed's routing statistics
+    cpu: bool
+    def pretrain_config(self):
+        "The `PretrainConfig` every seed's pair shares (the seed and the FFN set per run)."
+        from moe_nb.polychromatic.train import PretrainConfig
+        train = dict(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps, weight_decay=self.weight_decay,
+                     betas=[0.9, 0.95], schedule="cosine", log_every=max(1, self.steps // 60), eval_every=max(1, self.steps // 5),
+                     progress=False, cpu=self.cpu, tracker="none")
+        return PretrainConfig(preset=self.preset, model=self.model_kw, sources=self.sources, mix=self.mix, n_embedded=self.n_embedded,
+                              seq_len=self.seq_len, n_eval_blocks=self.n_eval_blocks, tau_start=self.tau_start, tau_end=self.tau_end,
+                              routing_decay=self.routing_decay, train=train, portable=False)

@@ -20,13 +20,13 @@ from ..engine import Trainer, TrainConfig, batches, loss_sums
 from ..jobs import launch
 from ..tokens import SEED_MIX, MixSchedule, MixedTokens, tokenize_sources, open_blocks
 from .polyglu import PolyGLU, TauAnneal
-from .analysis import _entropy
+from .analysis import _entropy, routing_stats
 from .model import PolychromaticLM, VanillaLM, poly_config, save_polychromatic, load_polychromatic
 
 # %% auto #0
 __all__ = ['JOBS', 'PretrainConfig', 'build_model', 'routing_parameters', 'routing_no_decay', 'pretrain_data', 'heldout_losses',
-           'RoutingEntropy', 'save_portable', 'load_portable', 'pretrain', 'run_job', 'launch_job', 'PolySftConfig',
-           'sft_records', 'polysft', 'sft_eval']
+           'RoutingEntropy', 'save_portable', 'load_portable', 'pretrain', 'paired_gap', 'ffn_seeds', 'run_job',
+           'launch_job', 'PolySftConfig', 'sft_records', 'polysft', 'sft_eval']
 
 # %% ../../nbs/polychromatic/32_train.ipynb #06726c2c
 @dataclass
@@ -182,6 +182,40 @@ def pretrain(cfg:PretrainConfig, run_dir:str|Path, resume:str|bool="auto", hooks
                   run_dir/"pretrain_summary.json")
     st.wait_for_everyone()
     return {**final, "train_s": dt, "params": trainer.n_total}
+
+# %% ../../nbs/polychromatic/32_train.ipynb #1aa55f27
+def paired_gap(a:list[float], b:list[float], level:float=0.95) -> dict:
+    "Mean and standard deviation of the paired differences a - b, their Student-t interval, and how often a is lower."
+    import math
+    import numpy as np
+    from scipy import stats
+    d = np.asarray(a, float) - np.asarray(b, float); n = len(d)
+    if n < 2 or len(a) != len(b): raise ValueError(f"a paired interval needs two equally long lists of at least 2 values, got {len(a)} and {len(b)}")
+    m, sd = float(d.mean()), float(d.std(ddof=1))
+    h = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return {"n": n, "mean": m, "sd": sd, "ci": [m - h, m + h], "level": level, "a_lower": int((d < 0).sum())}
+
+def _held_routing(cfg:PretrainConfig, run_dir:Path, model_dir:Path, n_blocks:int) -> dict:
+    "Routing statistics of a pretrained PolyGLU model on (up to `n_blocks` per source of) its held-out blocks."
+    _, held = pretrain_data(cfg, get_tokenizer(cfg.tokenizer), run_dir, 1, 1)
+    return routing_stats(load_polychromatic(model_dir), {k: [b[i] for i in range(min(n_blocks, len(b)))] for k, b in held.items()})
+
+def ffn_seeds(cfg:PretrainConfig, seeds:list[int], run_dir:str|Path, routing_blocks:int=16) -> dict:
+    "PolyGLU and SwiGLU pretrained at equal tokens per seed (<run_dir>/seed-<s>/{polyglu,swiglu}); held-out losses, the paired gap, routing statistics."
+    if len(set(seeds)) < 2: raise ConfigError(f"parameter 'seeds' needs at least 2 distinct seeds for an interval, got {seeds}")
+    run_dir, rows, routing = Path(run_dir), [], {}
+    for s in seeds:
+        d = run_dir/f"seed-{s}"
+        c = cfg.replace(seed=s, ffn="polyglu", shards_dir=cfg.shards_dir or str(d/"shards"))
+        p, v = pretrain(c, d/"polyglu"), pretrain(c.replace(ffn="swiglu"), d/"swiglu")
+        rows.append({"seed": s, "polyglu": p["eval_loss"], "swiglu": v["eval_loss"], "gap": p["eval_loss"] - v["eval_loss"],
+                     **{f"{k}_{a}": r[k] for a, r in (("polyglu", p), ("swiglu", v)) for k in r if k.startswith("eval_loss_")},
+                     "train_s": p["train_s"] + v["train_s"]})
+        routing[s] = _held_routing(c, d/"polyglu", d/"polyglu"/"model", routing_blocks)
+        save_json(routing[s], d/"routing_stats.json")
+    res = {"rows": rows, "gap": paired_gap([r["polyglu"] for r in rows], [r["swiglu"] for r in rows]), "routing": routing}
+    save_json(res, run_dir/"ffn_seeds.json")
+    return res
 
 # %% ../../nbs/polychromatic/32_train.ipynb #ae97488a
 JOBS = {"pretrain": (PretrainConfig, lambda c, d: pretrain(c, d))}
