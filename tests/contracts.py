@@ -128,10 +128,10 @@ def write(root:Path) -> dict:
     st.save(root/"router_stats.safetensors")
     choice = choose_experts(st, k=3)
     save_json(choice, root/"expert_choice.json")
-    nx = add_shared_experts(gpt, "pca_topK", choice=choice, scale=0.3)
+    nx = add_shared_experts(gpt, "pca_topK", choice=choice, scale=0.3, inplace=False)
     ref["router_stats"] = {"probs": st.probs, "counts": st.counts, "choice": choice, "logits": fwd(nx).logits}
 
-    nl = add_shared_experts(gpt, "top1", stats=st, scale=0.5, learnable_scale=True)
+    nl = add_shared_experts(gpt, "top1", stats=st, scale=0.5, learnable_scale=True, inplace=False)
     with torch.no_grad(): nl.model.layers[0].mlp.shared_scale.fill_(0.37)
     nx.save_pretrained(root/"nexus_model"/"fixed"); nl.save_pretrained(root/"nexus_model"/"learnable")
     ref["nexus_model"] = {"fixed": fwd(nx).logits, "learnable": fwd(nl).logits}

@@ -24,8 +24,8 @@ from .model import chat
 
 # %% auto #0
 __all__ = ['KL_KINDS', 'FORMAT', 'AUX_SCHEDULES', 'distill_loss', 'DistillLoss', 'precompute_teacher', 'merge_teacher_shards',
-           'TeacherShards', 'SFA', 'aux_weight_at', 'balance_update', 'RouterBalancing', 'distill_eval', 'router_drift',
-           'nexus_blocks', 'validate_nexus']
+           'TeacherShards', 'topk_kl_error', 'SFA', 'aux_weight_at', 'balance_update', 'RouterBalancing',
+           'distill_eval', 'router_drift', 'nexus_blocks', 'validate_nexus']
 
 # %% ../../nbs/nexus/21_distill.ipynb #a2a680f0
 KL_KINDS = ("forward", "reverse", "mix")
@@ -268,6 +268,27 @@ def __getitem__(self:TeacherShards, i:int) -> dict:
         item["teacher_logz"] = torch.from_numpy(d["logz"][j].astype(np.float32))
         item["teacher_temperature"] = torch.tensor(float(self.manifest["temperature"]))
     return item
+
+# %% ../../nbs/nexus/21_distill.ipynb #24648680
+def topk_kl_error(student_logits:torch.Tensor, teacher_logits:torch.Tensor, # (B, T, V) each
+                  ks:list[int]=(10, 50, 100, 500), mask:torch.Tensor|None=None, temperature:float=1.0) -> list[dict]:
+    "Per k: the forward KL from the teacher's top k plus the tail (what offline shards train on) against the full KL, the teacher's top-k mass, and the renormalised top-k KL."
+    V = teacher_logits.shape[-1]
+    bad = [k for k in ks if not 0 < k <= V]
+    if bad: raise ValueError(f"ks={list(ks)}: every k must be in 1 .. vocabulary size {V}, got {bad}")
+    full = distill_loss(student_logits, teacher_logits, mask, temperature).item()
+    zt = teacher_logits.float()
+    logz = (zt / temperature).logsumexp(-1)
+    m = torch.ones_like(logz) if mask is None else mask.float()
+    rows = []
+    for k in ks:
+        v, ix = zt.topk(k, -1)
+        tail = distill_loss(student_logits, (v, ix, logz), mask, temperature).item()
+        mass = ((v / temperature - logz[..., None]).exp().sum(-1) * m).sum().item() / m.sum().item()
+        rows.append({"k": k, "teacher_mass": mass, "kl_full": full, "kl_topk_tail": tail, "abs_error": full - tail,
+                     "rel_error": (full - tail) / full if full > 0 else 0.0,
+                     "kl_renormalised": distill_loss(student_logits, (v, ix), mask, temperature).item()})
+    return rows
 
 # %% ../../nbs/nexus/21_distill.ipynb #fcb39726
 class SFA(Hook):

@@ -26,7 +26,8 @@ from ..core import save_tensors, load_tensors, load_json
 __all__ = ['INITS', 'GptOssSharedExpert', 'average_experts_', 'BalancedTopKRouter', 'GptOssNexusMLP', 'GptOssNexusConfig',
            'GptOssNexusModel', 'GptOssNexusForCausalLM', 'RouterStats', 'moe_routers', 'collect_router_stats',
            'sample_documents', 'merge_router_stats', 'choose_experts', 'top_experts', 'plot_router_pca', 'parse_init',
-           'init_k', 'nexus_config', 'add_shared_experts', 'load_pca_stats', 'load_nexus', 'nexus_trainable', 'chat']
+           'init_k', 'nexus_config', 'add_shared_experts', 'shared_experts_off', 'SourceView', 'nexus_memory',
+           'load_pca_stats', 'load_nexus', 'nexus_trainable', 'chat']
 
 # %% ../../nbs/nexus/20_model.ipynb #d5b7afdd
 class GptOssSharedExpert(nn.Module):
@@ -62,6 +63,7 @@ class BalancedTopKRouter(GptOssTopKRouter):
         super().__init__(config)
         self.register_buffer("balance_bias", torch.zeros(self.num_experts))
         self.load = None  # tokens per expert since the last balancing update (training only)
+        self.as_source = False  # set by `shared_experts_off`: route as the stock router, count nothing
     @classmethod
     def around(cls, router:GptOssTopKRouter, config) -> BalancedTopKRouter:
         "A balancing router sharing `router`'s weight and bias parameters."
@@ -70,9 +72,10 @@ class BalancedTopKRouter(GptOssTopKRouter):
         return new
     def forward(self, hidden_states):
         logits = torch.nn.functional.linear(hidden_states, self.weight, self.bias)
-        idx = torch.topk(logits.detach() + self.balance_bias.to(logits.dtype), self.top_k, dim=-1).indices
+        sel = logits.detach() if self.as_source else logits.detach() + self.balance_bias.to(logits.dtype)
+        idx = torch.topk(sel, self.top_k, dim=-1).indices
         scores = torch.softmax(logits.gather(-1, idx), dim=1, dtype=logits.dtype)
-        if self.training:
+        if self.training and not self.as_source:
             n = torch.bincount(idx.flatten(), minlength=self.num_experts)
             self.load = n if self.load is None else self.load + n
         return logits, scores, idx
@@ -90,11 +93,13 @@ class GptOssNexusMLP(nn.Module):
         s = torch.tensor(float(config.shared_expert_scale))
         if config.shared_expert_scale_learnable: self.shared_scale = nn.Parameter(s)
         else: self.register_buffer("shared_scale", s, persistent=False)  # the config is its source
+        self.shared_off = False  # set by `shared_experts_off`: the source model's MLP
     def forward(self, hidden_states:torch.Tensor):
         B, T, H = hidden_states.shape
         x = hidden_states.reshape(-1, H)
         _, router_scores, router_indices = self.router(x)
         routed = self.experts(x, router_indices, router_scores)
+        if self.shared_off: return routed.reshape(B, T, H), router_scores
         out = routed + self.shared_scale.to(x.dtype) * self.shared_expert(x)  # diff with GptOssMLP: the shared expert
         return out.reshape(B, T, H), router_scores
 
@@ -376,7 +381,8 @@ def add_shared_experts(model, init:str="pca_topK", # one of `INITS`, or the seed
                        k:int|None=None, # pca_topK: experts averaged; None: 24, capped at the number of experts
                        scale:float=0.2, learnable_scale:bool=False,
                        intermediate_size:int=0, # 0: the routed experts'
-                       std:float|None=None, seed:int=0, inplace:bool=False,
+                       std:float|None=None, seed:int=0,
+                       inplace:bool=True, # reuse `model`'s weights (it can no longer be called); False: convert a deep copy
                        balance_bias:bool=False) -> GptOssNexusForCausalLM: # DeepSeek-V3's bias-balanced routers (`BalancedTopKRouter`)
     "A GPT-OSS causal LM with an always-on shared expert in every MoE layer."
     init, k = init_k(init, k)
@@ -401,7 +407,66 @@ def add_shared_experts(model, init:str="pca_topK", # one of `INITS`, or the seed
         if getattr(mod, "config", None) is src.config: mod.config = cfg
     left = [n for n, t in [*new.named_parameters(), *new.named_buffers()] if t.is_meta]
     if left: raise RuntimeError(f"conversion left {left[:3]} unset; this GPT-OSS version has modules the conversion does not know")
+    if inplace: src.register_forward_pre_hook(_converted_source)
     return new.train(src.training)
+
+def _converted_source(module, args):
+    raise RuntimeError(f"this {type(module).__name__} was converted in place by add_shared_experts: its layers are the converted "
+                       f"model's now. Call that model, or SourceView(it) for this model's function; convert with inplace=False to keep both")
+
+# %% ../../nbs/nexus/20_model.ipynb #da7f4388
+from contextlib import contextmanager
+
+@contextmanager
+def shared_experts_off(model:nn.Module):
+    "Within the block, a converted NEXUS model computes its source's function: no shared experts, stock routing."
+    mlps = [m for m in model.modules() if isinstance(m, GptOssNexusMLP)]
+    if not mlps: raise ValueError(f"{type(model).__name__} has no NEXUS MoE layer (GptOssNexusMLP)")
+    routers = [m.router for m in mlps if isinstance(m.router, BalancedTopKRouter)]
+    for m in mlps: m.shared_off = True
+    for r in routers: r.as_source = True
+    try: yield model
+    finally:
+        for m in mlps: m.shared_off = False
+        for r in routers: r.as_source = False
+
+class SourceView(nn.Module):
+    "The source model's function computed by a converted NEXUS model with its shared experts off: a teacher without weights of its own."
+    def __init__(self, model:nn.Module):
+        super().__init__()
+        with shared_experts_off(model): pass  # checks that it is a converted model
+        object.__setattr__(self, "model", model)  # not a submodule: nothing done to the view reaches the student's parameters
+        self.config = model.config
+        self._routers = [(p, p.detach().clone()) for m in model.modules() if isinstance(m, GptOssNexusMLP) for p in m.router.parameters()]
+    def forward(self, *args, **kw):
+        if not all(torch.equal(p, p0) for p, p0 in self._routers):  # the routers are small: a copy to check against costs little
+            raise ValueError("SourceView: the routers have changed since the view was made, so the converted model no longer computes "
+                             "its source's function; keep a copy of the source as the teacher (add_shared_experts(..., inplace=False))")
+        with torch.no_grad(), shared_experts_off(self.model): return self.model(*args, **kw)
+    def parameters(self, recurse:bool=True): return self.model.parameters(recurse)  # where the weights live (their device)
+    def requires_grad_(self, requires_grad:bool=True): return self  # the weights are the student's: never frozen through the view
+    def to(self, *args, **kw):
+        dev = torch._C._nn._parse_to(*args, **kw)[0]
+        if dev is not None and torch.device(dev) != next(self.model.parameters()).device:
+            raise ValueError(f"SourceView computes on its model's device ({next(self.model.parameters()).device}), not {dev}: a teacher on "
+                             f"another device needs a copy of the source (add_shared_experts(..., inplace=False))")
+        return self
+
+# %% ../../nbs/nexus/20_model.ipynb #3804eb2d
+def nexus_memory(model:nn.Module, # a GPT-OSS (meta device is enough)
+                 dtype_bytes:int=2, collect_tokens:int=1_000_000, shared_intermediate_size:int=0, train_router:bool=False) -> dict:
+    "Bytes held by each phase of a NEXUS conversion (weights, gradients, AdamW moments; not activations), by formula."
+    routers = moe_routers(model)
+    c = model.config
+    W = sum(p.numel() for p in model.parameters())
+    H, F = c.hidden_size, shared_intermediate_size or c.intermediate_size
+    S = len(routers) * (H * 2 * F + 2 * F + F * H + H)          # gate_up and down projections with their biases, per MoE layer
+    R = sum(p.numel() for r in routers for p in r.parameters())
+    St = S + (R if train_router else 0)
+    b = dtype_bytes
+    return {"weights": b * W, "shared": b * S, "collect": b * W + 2 * collect_tokens * len(routers) * c.num_local_experts,
+            "convert_inplace": b * (W + S), "convert_copy": b * (2 * W + S), "train": b * (W + S) + 3 * b * St,
+            "train_copy": b * (2 * W + S) + 3 * b * St, "params": W, "shared_params": S, "trainable_params": St}
 
 # %% ../../nbs/nexus/20_model.ipynb #dcaf8ee1
 def load_pca_stats(path:str|Path) -> tuple[RouterStats|None, dict|None]:

@@ -238,8 +238,8 @@ def precompute_job(job:dict):
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #01276002
 @patch
-def build_student(self:NexusParams, teacher, stats, choice, inplace:bool=False):
-    "The converted model: shared experts added to `teacher` by the run's initialisation."
+def build_student(self:NexusParams, teacher, stats, choice, inplace:bool=True):
+    "The converted model: shared experts added to `teacher` (in place, or to a copy) by the run's initialisation."
     from moe_nb.nexus.model import add_shared_experts
     return add_shared_experts(teacher, self.init_k()[0], stats=stats, choice=choice, k=choice["k"], scale=self.scale, learnable_scale=self.learnable_scale,
                               intermediate_size=self.shared_intermediate_size, seed=self.seed, inplace=inplace, balance_bias=self.router_bias_balancing)
@@ -290,3 +290,18 @@ class NexusValidateParams(PipelineParams):
         if self.baseline is not None: return path, self.baseline
         if src is None: raise ValueError(f"model={self.model!r} is a model directory, not a nexus run: name the GPT-OSS to compare with (-p baseline ...)")
         return path, load_yaml(src/"params.yaml")["model"]
+
+# %% ../../nbs/nexus/22_pipelines.ipynb #1cd046a3
+@patch
+def convert(self:NexusParams, teacher, stats, choice, dev) -> tuple:
+    "(student, teacher): converted in place with a `SourceView` as the teacher (one copy of the weights), or beside a kept source when online training moves the routers or runs the teacher elsewhere."
+    from moe_nb.nexus.model import SourceView
+    keep = self.mode == "online" and (self.train_router or self.teacher_device is not None)
+    student = self.build_student(teacher, stats, choice, inplace=not keep).to(dev)
+    return student, (teacher if keep else SourceView(student))
+
+@patch
+def teacher_after(self:NexusParams, student, dev):
+    "The teacher for validating a student trained offline: a `SourceView` of it, or the source loaded again when its routers trained."
+    from moe_nb.nexus.model import SourceView
+    return self.load_teacher(dev) if self.train_router else SourceView(student)
