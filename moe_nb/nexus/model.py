@@ -6,7 +6,7 @@ Docs: https://moe-nb.github.io/moe_nb/nexus/model.html.md"""
 
 # %% ../../nbs/nexus/20_model.ipynb #3d811ad0
 from __future__ import annotations
-import copy, re
+import copy, math, re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal  # noqa: F401  (named by the inherited config fields; show_doc evaluates their annotations here)
@@ -82,7 +82,7 @@ class BalancedTopKRouter(GptOssTopKRouter):
 
 # %% ../../nbs/nexus/20_model.ipynb #57fa0cef
 class GptOssNexusMLP(nn.Module):
-    "Stock GPT-OSS router and experts plus an always-on shared expert: routed + scale * shared."
+    "Stock GPT-OSS router and experts plus an always-on shared expert: routed + scale * shared (or sigmoid(x w + b) * shared, gated)."
     def __init__(self, config, router:GptOssTopKRouter|None=None, experts:GptOssExperts|None=None):
         super().__init__()
         router = router if router is not None else GptOssTopKRouter(config)
@@ -93,6 +93,7 @@ class GptOssNexusMLP(nn.Module):
         s = torch.tensor(float(config.shared_expert_scale))
         if config.shared_expert_scale_learnable: self.shared_scale = nn.Parameter(s)
         else: self.register_buffer("shared_scale", s, persistent=False)  # the config is its source
+        if getattr(config, "shared_expert_gate", False): self.shared_gate = nn.Linear(config.hidden_size, 1)  # sigmoid(x w + b) per token
         self.shared_off = False  # set by `shared_experts_off`: the source model's MLP
     def forward(self, hidden_states:torch.Tensor):
         B, T, H = hidden_states.shape
@@ -100,7 +101,8 @@ class GptOssNexusMLP(nn.Module):
         _, router_scores, router_indices = self.router(x)
         routed = self.experts(x, router_indices, router_scores)
         if self.shared_off: return routed.reshape(B, T, H), router_scores
-        out = routed + self.shared_scale.to(x.dtype) * self.shared_expert(x)  # diff with GptOssMLP: the shared expert
+        coef = torch.sigmoid(self.shared_gate(x)) if hasattr(self, "shared_gate") else self.shared_scale.to(x.dtype)
+        out = routed + coef * self.shared_expert(x)  # diff with GptOssMLP: the shared expert
         return out.reshape(B, T, H), router_scores
 
 # %% ../../nbs/nexus/20_model.ipynb #25f90200
@@ -113,7 +115,12 @@ class GptOssNexusConfig(GptOssConfig):
     shared_expert_scale_learnable: bool = False
     shared_expert_init: str = "random"              # how the shared expert was initialised (provenance)
     router_balance_bias: bool = False               # DeepSeek-V3 balancing: select experts by logits + a per-expert bias
+    shared_expert_gate: bool = False                # a sigmoid gate per token instead of the scalar scale (as Qwen2-MoE's); starts at the scale
     def __post_init__(self, **kwargs):
+        if self.shared_expert_gate and self.shared_expert_scale_learnable:
+            raise ValueError("shared_expert_gate replaces the scalar scale: it cannot also be learnable (shared_expert_scale_learnable)")
+        if self.shared_expert_gate and not 0 < self.shared_expert_scale < 1:
+            raise ValueError(f"shared_expert_gate starts at sigmoid(b) = shared_expert_scale, which must be in (0, 1), got {self.shared_expert_scale}")
         if self.shared_expert_intermediate_size < 0:
             raise ValueError(f"shared_expert_intermediate_size must be >= 0 (0: the experts'), got {self.shared_expert_intermediate_size}")
         super().__post_init__(**kwargs)
@@ -123,6 +130,8 @@ def _init_nexus(self, module):
     GptOssPreTrainedModel._init_weights(self, module)  # nn.Linear of the shared expert: N(0, initializer_range), zero bias
     if isinstance(module, GptOssNexusMLP):  # a fixed scale is a non-persistent buffer: loading leaves it empty, the config fills it
         init.constant_(module.shared_scale, self.config.shared_expert_scale)
+        if hasattr(module, "shared_gate"):  # a fresh gate is the scale: sigmoid(0 x + logit(scale))
+            init.zeros_(module.shared_gate.weight); init.constant_(module.shared_gate.bias, math.log(self.config.shared_expert_scale / (1 - self.config.shared_expert_scale)))
     if isinstance(module, BalancedTopKRouter): init.zeros_(module.balance_bias)
 
 def _can_set_experts(cls) -> bool: return True  # our MoE blocks hold the stock experts module, which dispatches on experts_implementation
@@ -321,15 +330,16 @@ def plot_router_pca(choice:dict):
     return fig
 
 # %% ../../nbs/nexus/20_model.ipynb #698c9bda
-INITS = ("pca_topK", "random", "top1", "top1_average")
+INITS = ("pca_topK", "random", "top1", "top1_average", "freq_topK", "random_topK")
 
 def parse_init(init:str) -> tuple[str, int|None]:
     "The strategy an init name means and the K it fixes: the seed's names (`pca_top24`, ...), `pca_topK` with K given apart."
-    if m := re.fullmatch(r"pca_top(\d+)", str(init)):
-        if int(m.group(1)) < 1: raise ValueError(f"init={init!r}: K must be at least 1")
-        return "pca_topK", int(m.group(1))
+    if m := re.fullmatch(r"(pca|freq|random)_top(\d+)", str(init)):
+        if int(m.group(2)) < 1: raise ValueError(f"init={init!r}: K must be at least 1")
+        return f"{m.group(1)}_topK", int(m.group(2))
     if init in INITS: return init, None
-    raise ValueError(f"init={init!r}: unknown initialisation; expected pca_top<K> (e.g. the seed's pca_top24), pca_topK, random, top1 or top1_average")
+    raise ValueError(f"init={init!r}: unknown initialisation; expected pca_top<K> (e.g. the seed's pca_top24), pca_topK, random, "
+                     f"top1, top1_average, freq_topK or random_topK (also freq_top<K>, random_top<K>)")
 
 def init_k(init:str, k:int|None) -> tuple[str, int|None]:
     "The strategy and K of `init` with `k`: the K in the name, or `k`; both given must agree."
@@ -338,12 +348,12 @@ def init_k(init:str, k:int|None) -> tuple[str, int|None]:
     return how, kn if kn is not None else k
 
 def nexus_config(config, scale:float=0.2, learnable_scale:bool=False, intermediate_size:int=0, init:str="random",
-                 balance_bias:bool=False) -> GptOssNexusConfig:
+                 balance_bias:bool=False, gate:bool=False) -> GptOssNexusConfig:
     "A `GptOssNexusConfig` with the architecture of the GPT-OSS `config`."
     d = {k: v for k, v in config.to_dict().items() if k not in ("model_type", "auto_map", "transformers_version", "architectures")}
     cfg = GptOssNexusConfig(**{**d, "shared_expert_scale": scale, "shared_expert_scale_learnable": learnable_scale,
                                "shared_expert_intermediate_size": intermediate_size, "shared_expert_init": init, "router_balance_bias": balance_bias,
-                               "architectures": ["GptOssNexusForCausalLM"]})
+                               "shared_expert_gate": gate, "architectures": ["GptOssNexusForCausalLM"]})
     cfg._attn_implementation, cfg._experts_implementation = config._attn_implementation, config._experts_implementation
     return cfg
 
@@ -352,7 +362,9 @@ def _expert_choice(model, init:str, stats:RouterStats|None, choice:dict|None, k:
     "Check `init` and its inputs against `model`; the `choose_experts` result for pca_topK (made from `stats` if not given)."
     moe_routers(model)
     if getattr(model.config, "model_type", None) == "gpt_oss_nexus": raise ValueError("the model already has shared experts")
-    if init in ("top1", "top1_average") and stats is None: raise ValueError(f"init={init!r} needs router statistics (stats=)")
+    if init in ("top1", "top1_average", "freq_topK") and stats is None: raise ValueError(f"init={init!r} needs router statistics (stats=)")
+    if init in ("freq_topK", "random_topK") and k is not None and k > model.config.num_local_experts:
+        raise ValueError(f"k={k} is larger than the number of experts ({model.config.num_local_experts})")
     if init != "pca_topK": return choice
     E = model.config.num_local_experts
     if k is not None and k > E: raise ValueError(f"k={k} is larger than the number of experts ({E})")
@@ -383,11 +395,12 @@ def add_shared_experts(model, init:str="pca_topK", # one of `INITS`, or the seed
                        intermediate_size:int=0, # 0: the routed experts'
                        std:float|None=None, seed:int=0,
                        inplace:bool=True, # reuse `model`'s weights (it can no longer be called); False: convert a deep copy
-                       balance_bias:bool=False) -> GptOssNexusForCausalLM: # DeepSeek-V3's bias-balanced routers (`BalancedTopKRouter`)
+                       balance_bias:bool=False, # DeepSeek-V3's bias-balanced routers (`BalancedTopKRouter`)
+                       gate:bool=False) -> GptOssNexusForCausalLM: # a sigmoid gate per token instead of the scale, starting at it
     "A GPT-OSS causal LM with an always-on shared expert in every MoE layer."
     init, k = init_k(init, k)
     choice = _expert_choice(model, init, stats, choice, k)
-    cfg = nexus_config(model.config, scale, learnable_scale, intermediate_size, init, balance_bias)
+    cfg = nexus_config(model.config, scale, learnable_scale, intermediate_size, init, balance_bias, gate)
     src = model if inplace else copy.deepcopy(model)
     new, p0 = _nexus_shell(src, cfg), next(src.parameters())
     g, std = torch.Generator().manual_seed(seed), cfg.initializer_range if std is None else std
@@ -397,11 +410,11 @@ def add_shared_experts(model, init:str="pca_topK", # one of `INITS`, or the seed
         if init == "random":
             with torch.no_grad():
                 for lin in (sh.gate_up_proj, sh.down_proj): lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * std); lin.bias.zero_()
-        else:
-            ids = {"pca_topK": lambda: choice["layers"][i]["experts"], "top1": lambda: [top_experts(stats)["per_layer"][i]],
-                   "top1_average": lambda: [top_experts(stats)["global"]]}[init]()
-            average_experts_(sh, mlp.experts, ids)
-        sh.to(device=p0.device, dtype=p0.dtype); mlp.shared_scale.data = mlp.shared_scale.data.to(p0.device)  # the scale stays float32
+        else: average_experts_(sh, mlp.experts, _init_ids(init, i, choice, stats, k, cfg.num_local_experts, g))
+        if gate:
+            with torch.no_grad(): mlp.shared_gate.weight.zero_(); mlp.shared_gate.bias.fill_(math.log(scale / (1 - scale)))
+        mlp.shared_expert.to(device=p0.device, dtype=p0.dtype); mlp.shared_scale.data = mlp.shared_scale.data.to(p0.device)  # the scale stays float32
+        if gate: mlp.shared_gate.to(device=p0.device, dtype=p0.dtype)
         layer.mlp = mlp
     for mod in new.modules():  # the moved modules read settings (attention and experts implementation) from their config
         if getattr(mod, "config", None) is src.config: mod.config = cfg
@@ -410,11 +423,20 @@ def add_shared_experts(model, init:str="pca_topK", # one of `INITS`, or the seed
     if inplace: src.register_forward_pre_hook(_converted_source)
     return new.train(src.training)
 
+def _init_ids(init:str, i:int, choice, stats, k:int|None, E:int, g) -> list[int]:
+    "The routed experts of layer `i` whose mean starts its shared expert."
+    if init == "pca_topK": return choice["layers"][i]["experts"]
+    if init == "top1": return [top_experts(stats)["per_layer"][i]]
+    if init == "top1_average": return [top_experts(stats)["global"]]
+    k = k or min(24, E)
+    if init == "freq_topK": return sorted(stats.counts[i].topk(k).indices.tolist())  # the k most often selected
+    return sorted(torch.randperm(E, generator=g)[:k].tolist())                        # random_topK: k drawn per layer
+
 def _converted_source(module, args):
     raise RuntimeError(f"this {type(module).__name__} was converted in place by add_shared_experts: its layers are the converted "
                        f"model's now. Call that model, or SourceView(it) for this model's function; convert with inplace=False to keep both")
 
-# %% ../../nbs/nexus/20_model.ipynb #da7f4388
+# %% ../../nbs/nexus/20_model.ipynb #b1d7ff21
 from contextlib import contextmanager
 
 @contextmanager
@@ -452,7 +474,7 @@ class SourceView(nn.Module):
                              f"another device needs a copy of the source (add_shared_experts(..., inplace=False))")
         return self
 
-# %% ../../nbs/nexus/20_model.ipynb #3804eb2d
+# %% ../../nbs/nexus/20_model.ipynb #ee02630f
 def nexus_memory(model:nn.Module, # a GPT-OSS (meta device is enough)
                  dtype_bytes:int=2, collect_tokens:int=1_000_000, shared_intermediate_size:int=0, train_router:bool=False) -> dict:
     "Bytes held by each phase of a NEXUS conversion (weights, gradients, AdamW moments; not activations), by formula."
@@ -493,9 +515,10 @@ def load_nexus(path:str|Path, # a saved model directory, or a nexus run director
     return load_backbone(str(p), expect="gpt_oss_nexus", dtype=dtype, **kw)
 
 # %% ../../nbs/nexus/20_model.ipynb #6df1ed9e
-def nexus_trainable(train_router:bool=False, learnable_scale:bool=False) -> list[str]:
-    "Regexes of the parameters NEXUS trains: the shared experts, optionally the scale and the routers."
-    return [r"\.shared_expert\."] + ([r"\.shared_scale$"] if learnable_scale else []) + ([r"\.mlp\.router\."] if train_router else [])
+def nexus_trainable(train_router:bool=False, learnable_scale:bool=False, gate:bool=False) -> list[str]:
+    "Regexes of the parameters NEXUS trains: the shared experts, optionally the scale or the gate, and the routers."
+    return ([r"\.shared_expert\."] + ([r"\.shared_scale$"] if learnable_scale else []) + ([r"\.shared_gate\."] if gate else [])
+            + ([r"\.mlp\.router\."] if train_router else []))
 
 # %% ../../nbs/nexus/20_model.ipynb #40083a39
 @torch.no_grad()

@@ -15,7 +15,8 @@ from ..core import load_yaml
 from ..runs import PipelineParams, find_run
 
 # %% auto #0
-__all__ = ['NexusModelParams', 'NexusParams', 'collect_job', 'precompute_job', 'distill_job', 'NexusValidateParams']
+__all__ = ['NexusModelParams', 'NexusParams', 'collect_job', 'precompute_job', 'distill_job', 'NexusValidateParams',
+           'NexusCompareParams', 'compare_rows', 'arm_summary']
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #8ab6bb17
 @dataclass(kw_only=True)
@@ -38,12 +39,13 @@ class NexusModelParams(PipelineParams):
     collect_sampling: str                          # across the data's sources: proportional | balanced | sequential
     collect_processes: int                         # > 1: the collection in that many processes, merged
     pca_stats: str|None                            # saved router statistics / expert choice (a file, or a nexus run) instead of collecting
-    init: str                                      # the seed's pca_top24 (pca_top<K>), pca_topK (with k), random, top1, top1_average
+    init: str                                      # the seed's pca_top24 (pca_top<K>), pca_topK (with k), random, top1, top1_average, freq_topK, random_topK
     k: int|None                                    # pca_topK: experts averaged; None: 24, capped at the number of experts
     var_threshold: float                           # share of routing variance the leading PCA components explain
     shared_intermediate_size: int                  # 0: the routed experts'
     scale: float                                   # routed + scale * shared (NEXUS: 0.2)
     learnable_scale: bool
+    shared_gate: bool                              # a sigmoid gate per token (Qwen2-MoE's) instead of the scalar scale, starting at it
     train_router: bool
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #de6d8103
@@ -74,6 +76,7 @@ class NexusParams(NexusModelParams):
     decay_fraction: float
     sfa_every: int                                 # SFA: average back towards the initial shared expert every N steps (0: off)
     sfa_factor: float
+    eval_every: int                                # held-out KL and perplexity every N steps into metrics.jsonl (0: off; the validation runs anyway)
     chat_prompt: str
     save_model: bool
     tracker: str                                   # tensorboard, wandb (offline unless WANDB_MODE is set), trackio or none
@@ -112,6 +115,9 @@ def __post_init__(self:NexusModelParams):
     from moe_nb.core import ConfigError
     PipelineParams.__post_init__(self)
     self.init_k()
+    if self.shared_gate and (self.learnable_scale or not 0 < self.scale < 1):
+        raise ConfigError(f"parameter 'shared_gate': the gate replaces the scale and starts at it, so learnable_scale must be False "
+                          f"and scale in (0, 1); got learnable_scale={self.learnable_scale}, scale={self.scale}")
     if self.collect_sampling not in ("proportional", "balanced", "sequential"):
         raise ConfigError(f"parameter 'collect_sampling': expected 'proportional', 'balanced' or 'sequential', got {self.collect_sampling!r}")
     if self.collect_processes < 1 or self.collect_max_docs < 0:
@@ -187,8 +193,8 @@ def train_config(self:NexusParams, n_samples:int, world:int=1, cpu:bool=True):
                        seed=self.seed, log_every=max(1, steps // 50), cpu=cpu, progress=False, tracker=self.tracker)
 
 @patch
-def distill(self:NexusParams, run:Path, student, train_data, teacher=None):
-    "Train the student's shared experts (router, scale as asked) through the engine: against `teacher` (online) or precomputed shards."
+def distill(self:NexusParams, run:Path, student, train_data, teacher=None, eval_blocks=None):
+    "Train the student's shared experts (router, scale as asked) through the engine: against `teacher` (online) or precomputed shards; held-out KL every `eval_every` steps."
     import os
     from moe_nb.core import get_device
     from moe_nb.engine import Trainer
@@ -197,10 +203,18 @@ def distill(self:NexusParams, run:Path, student, train_data, teacher=None):
     loss_fn = DistillLoss(teacher, self.temperature, self.kl, self.kl_mix, self.lm_weight, self.aux_weight,
                           **({"teacher_device": self.teacher_device} if teacher is not None else {}))
     tcfg = self.train_config(len(train_data), int(os.environ.get("WORLD_SIZE", 1)), get_device(self.device).type == "cpu")
+    eval_fn = None
+    if eval_blocks is not None and self.eval_every:
+        from moe_nb.nexus.distill import distill_eval
+        from moe_nb.nexus.model import SourceView
+        ref = teacher if teacher is not None else (None if self.train_router else SourceView(student))  # offline: the view costs nothing
+        eval_fn = lambda tr: {f"eval_{k}": v for k, v in distill_eval(tr.unwrapped, ref, eval_blocks, self.batch_size).items()}
+        tcfg = tcfg.replace(eval_every=self.eval_every)
     hooks = [SFA(self.sfa_every, self.sfa_factor)] if self.sfa_every else []
     if self.router_bias_balancing or self.aux_schedule != "constant":
         hooks.append(RouterBalancing(self.aux_weight, self.aux_schedule, self.bias_update_speed if self.router_bias_balancing else 0.0, self.bias_update_until))
-    trainer = Trainer(student, tcfg, train_data, run_dir=run, loss_fn=loss_fn, hooks=hooks, trainable=nexus_trainable(self.train_router, self.learnable_scale))
+    trainer = Trainer(student, tcfg, train_data, run_dir=run, loss_fn=loss_fn, hooks=hooks, eval_fn=eval_fn,
+                      trainable=nexus_trainable(self.train_router, self.learnable_scale, self.shared_gate))
     return trainer, trainer.fit()
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #adfee52d
@@ -242,7 +256,8 @@ def build_student(self:NexusParams, teacher, stats, choice, inplace:bool=True):
     "The converted model: shared experts added to `teacher` (in place, or to a copy) by the run's initialisation."
     from moe_nb.nexus.model import add_shared_experts
     return add_shared_experts(teacher, self.init_k()[0], stats=stats, choice=choice, k=choice["k"], scale=self.scale, learnable_scale=self.learnable_scale,
-                              intermediate_size=self.shared_intermediate_size, seed=self.seed, inplace=inplace, balance_bias=self.router_bias_balancing)
+                              intermediate_size=self.shared_intermediate_size, seed=self.seed, inplace=inplace, balance_bias=self.router_bias_balancing,
+                              gate=self.shared_gate)
 
 def distill_job(job:dict):
     "One process of the offline training: the student from the run's saved expert choice, the shards; the main process saves the student."
@@ -305,3 +320,43 @@ def teacher_after(self:NexusParams, student, dev):
     "The teacher for validating a student trained offline: a `SourceView` of it, or the source loaded again when its routers trained."
     from moe_nb.nexus.model import SourceView
     return self.load_teacher(dev) if self.train_router else SourceView(student)
+
+# %% ../../nbs/nexus/22_pipelines.ipynb #2c1304e7
+@dataclass(kw_only=True)
+class NexusCompareParams(PipelineParams):
+    "Parameters of the nexus_compare pipeline."
+    PIPELINE: ClassVar[str] = "nexus_compare"
+    seeds: list[int]
+    arms: dict                                     # arm name -> its nexus parameters
+    nexus_params: dict                             # nexus parameters of every arm (the arm's own take precedence)
+    def __post_init__(self):
+        from moe_nb.core import ConfigError
+        super().__post_init__()
+        if not self.arms or not self.seeds: raise ConfigError(f"parameters 'arms' and 'seeds' must not be empty, got {self.arms!r}, {self.seeds!r}")
+        known = set(NexusParams.fields())
+        for name, over in [("nexus_params", self.nexus_params), *((f"arms[{a!r}]", o) for a, o in self.arms.items())]:
+            if not isinstance(over, dict): raise ConfigError(f"parameter {name}: expected a dict of nexus parameters, got {over!r}")
+            if bad := sorted(set(over) - known): raise ConfigError(f"parameter {name}: {bad} are not nexus parameters")
+    def arm_params(self, arm:str, seed:int, stats:Path|None=None) -> dict:
+        "The nexus parameters of one run: the shared ones, the arm's, the seed, and the router statistics collected once (`stats`)."
+        return {**self.nexus_params, **self.arms[arm], "seed": seed, **({"pca_stats": str(stats)} if stats else {})}
+
+def compare_rows(runs:list[tuple[str, int, Path]]) -> tuple[list[dict], dict]:
+    "Final metrics per (arm, seed) run, and the held-out curves: {arm: {seed: [(step, eval_kl, eval_ppl)]}}."
+    from moe_nb.core import load_json, read_jsonl_log
+    rows, curves = [], {}
+    for arm, seed, d in runs:
+        m = load_json(Path(d)/"metrics.json")
+        rows.append({"arm": arm, "seed": seed, **{k: m[k] for k in ("kl_untrained", "kl_trained", "ppl_trained", "ppl_original", "trainable_share") if k in m}})
+        curves.setdefault(arm, {})[seed] = [(r["step"], r["eval_kl"], r["eval_ppl"]) for r in read_jsonl_log(Path(d)/"metrics.jsonl") if "eval_kl" in r]
+    return rows, curves
+
+def arm_summary(rows:list[dict], keys=("kl_trained", "ppl_trained")) -> list[dict]:
+    "Mean and standard deviation over seeds of each arm's final metrics (in the arms' order)."
+    import numpy as np
+    out = []
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        rs = [r for r in rows if r["arm"] == arm]
+        out.append({"arm": arm, "n": len(rs), **{f"{k}_{f}": float(fn([r[k] for r in rs])) for k in keys
+                    for f, fn in (("mean", np.mean), ("sd", lambda v: np.std(v, ddof=1) if len(v) > 1 else 0.0))}})
+    return out
