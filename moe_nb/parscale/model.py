@@ -28,7 +28,8 @@ from ..core import refuse_pickles
 # %% auto #0
 __all__ = ['PARSCALE_TRAINABLE', 'Qwen2ParScaleConfig', 'ParScaleLayer', 'ParScaleCache', 'Qwen2ParScaleModel',
            'Qwen2ParScaleForCausalLM', 'create_parscale_config', 'prefix_kv_from_tokens', 'convert_to_parscale_model',
-           'load_parscale', 'parscale_extra_params', 'stream_stats', 'prefix_stats', 'StreamDiagnostics']
+           'load_parscale', 'parscale_extra_params', 'stream_stats', 'prefix_stats', 'StreamDiagnostics',
+           'PrefixReparam', 'add_prefix_reparam', 'fold_prefix_reparam']
 
 # %% ../../nbs/parscale/40_model.ipynb #b9e55e07
 @strict
@@ -115,8 +116,10 @@ class Qwen2ParScaleModel(Qwen2Model):
             self.post_init()
 
     def new_cache(self, store:bool=True) -> ParScaleCache:
-        "An empty cache holding this model's prefixes (read-only if not `store`)."
-        return ParScaleCache([l.self_attn.prefix_k for l in self.layers], [l.self_attn.prefix_v for l in self.layers], store)
+        "An empty cache holding this model's prefixes (read-only if not `store`); with a `PrefixReparam` attached, the prefixes it makes."
+        ks, vs = [l.self_attn.prefix_k for l in self.layers], [l.self_attn.prefix_v for l in self.layers]
+        if getattr(self, "prefix_reparam", None) is not None: ks, vs = self.prefix_reparam(ks, vs)
+        return ParScaleCache(ks, vs, store)
 
 # %% ../../nbs/parscale/40_model.ipynb #55d7211f
 @patch
@@ -340,3 +343,38 @@ class StreamDiagnostics(Hook):
         s = stream_stats(trainer.unwrapped, self.probe.to(trainer.acc.device), threshold=self.threshold)
         logs.update({"w_entropy_ratio": s["entropy_ratio"], "w_collapse_share": s["collapse_share"],
                      **{f"w_mean_{i}": v for i, v in enumerate(s["mean_weight"])}})
+
+# %% ../../nbs/parscale/40_model.ipynb #10c3e6c5
+class PrefixReparam(nn.Module):
+    "Every layer's prefix keys and values as the frozen initial ones plus an MLP of a per-(stream, position) code."
+    def __init__(self, config, r:int=16, hidden:int=64, seed:int=0):
+        super().__init__()
+        P, n, L, self.Hkv = config.parscale_n, config.parscale_n_tokens, config.num_hidden_layers, config.num_key_value_heads
+        self.D = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        g = torch.Generator().manual_seed(seed)
+        self.code = nn.Parameter(torch.randn(P, n, r, generator=g))
+        self.mlp = nn.Sequential(nn.Linear(r, hidden), nn.Tanh(), nn.Linear(hidden, L * 2 * self.Hkv * self.D))
+        nn.init.zeros_(self.mlp[2].weight); nn.init.zeros_(self.mlp[2].bias)
+    def forward(self, ks:list, vs:list) -> tuple[list, list]:
+        P, n, _ = self.code.shape
+        d = self.mlp(self.code).view(P, n, len(ks), 2, self.Hkv, self.D).permute(2, 3, 0, 4, 1, 5)  # (L, 2, P, Hkv, n, D)
+        return [k.detach() + d[i, 0].to(k.dtype) for i, k in enumerate(ks)], [v.detach() + d[i, 1].to(v.dtype) for i, v in enumerate(vs)]
+
+def add_prefix_reparam(model, r:int=16, hidden:int=64, seed:int=0) -> list[str]:
+    "Attach a `PrefixReparam` to a ParScale model (P > 1); the engine's `trainable` patterns for training it and the aggregator."
+    core = model.model if hasattr(model, "lm_head") else model
+    if core.config.parscale_n < 2: raise ValueError("prefix reparameterisation needs a ParScale model with P > 1")
+    if r < 1 or hidden < 1: raise ValueError(f"r={r}, hidden={hidden}: expected >= 1")
+    p0 = core.layers[0].self_attn.prefix_k
+    core.prefix_reparam = PrefixReparam(core.config, r, hidden, seed).to(device=p0.device)
+    return [r"prefix_reparam\.", r"aggregate_layer\."]
+
+@torch.no_grad()
+def fold_prefix_reparam(model):
+    "Write the prefixes a `PrefixReparam` produces into the plain prefix parameters and remove it; returns the model."
+    core = model.model if hasattr(model, "lm_head") else model
+    if getattr(core, "prefix_reparam", None) is None: raise ValueError("the model has no prefix reparameterisation to fold")
+    ks, vs = core.prefix_reparam([l.self_attn.prefix_k for l in core.layers], [l.self_attn.prefix_v for l in core.layers])
+    for l, k, v in zip(core.layers, ks, vs): l.self_attn.prefix_k.copy_(k); l.self_attn.prefix_v.copy_(v)
+    del core.prefix_reparam
+    return model

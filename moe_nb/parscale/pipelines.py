@@ -64,6 +64,8 @@ class ParscaleTrainParams(PipelineParams):
     n_tokens: int                                  # prefix length per layer and stream (the paper: 48)
     attn_smooth: float
     prefix_init: str                               # kv: the backbone's keys/values of real text; normal: N(0, initializer_range)
+    prefix_reparam: int                            # > 0: train the prefixes as init + an MLP of a code of this size (prefix tuning's reparameterisation), folded at the end
+    prefix_reparam_hidden: int                     # the MLP's hidden width
     train_mode: Literal['peft', 'full']            # peft: prefixes + aggregator; full: every parameter
     steps: int
     batch_size: int
