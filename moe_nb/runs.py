@@ -21,8 +21,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['HEARTBEAT', 'STALE_AFTER_S', 'POSITIVE', 'NON_NEGATIVE', 'FRACTIONS', 'PIPELINE_PARAMS', 'param_hash', 'utc_stamp',
            'make_run_dir', 'update_metrics', 'open_run', 'heartbeat', 'read_metrics', 'run_status', 'find_run',
-           'range_problems', 'PipelineParams', 'pipeline_params', 'TinyLmParams', 'run_nested', 'list_runs',
-           'fmt_value', 'format_table', 'runs_table', 'smooth_values', 'plot_metrics']
+           'range_problems', 'PipelineParams', 'pipeline_params', 'TinyLmParams', 'run_nested', 'check_arms',
+           'arm_summary', 'list_runs', 'fmt_value', 'format_table', 'runs_table', 'smooth_values', 'plot_metrics']
 
 # %% ../nbs/09_runs.ipynb #12cbfee5
 def param_hash(params:dict, n:int=8) -> str:
@@ -251,6 +251,25 @@ def run_nested(notebook:str|Path, params:dict, runs_dir:str|Path, log=None, kern
     if log: log.info(f"{nb.stem} {' '.join(f'{k}={v}' for k, v in values.items() if k in ('seed', 'P', 'selection', 'adapter'))} "
                      f"{'reused' if done else f'done in {time.time() - t0:.0f}s'}: {rd.name}")
     return rd, m
+
+# %% ../nbs/09_runs.ipynb #15afb7f9
+def check_arms(params_cls:type, shared:dict, arms:dict, seeds:list):
+    "Refuse an empty experiment, or an arm or shared override that is not a parameter of the pipeline `params_cls`."
+    if not arms or not seeds: raise ConfigError(f"parameters 'arms' and 'seeds' must not be empty, got {arms!r}, {seeds!r}")
+    known = set(params_cls.fields())
+    for name, over in [("shared", shared), *((f"arms[{a!r}]", o) for a, o in arms.items())]:
+        if not isinstance(over, dict): raise ConfigError(f"parameter {name}: expected a dict of {params_cls.PIPELINE} parameters, got {over!r}")
+        if bad := sorted(set(over) - known): raise ConfigError(f"parameter {name}: {bad} are not {params_cls.PIPELINE} parameters")
+
+def arm_summary(rows:list[dict], keys:tuple) -> list[dict]:
+    "Per arm (in the rows' order): the number of seeds, and each key's mean and standard deviation (n - 1) over them."
+    import numpy as np
+    out = []
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        rs = [r for r in rows if r["arm"] == arm]
+        sd = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+        out.append({"arm": arm, "n": len(rs), **{f"{k}_{f}": fn([r[k] for r in rs]) for k in keys for f, fn in (("mean", lambda v: float(np.mean(v))), ("sd", sd))}})
+    return out
 
 # %% ../nbs/09_runs.ipynb #666e45f6
 def list_runs(runs_dir:str|Path="runs", pipeline:str|None=None) -> list[dict]:

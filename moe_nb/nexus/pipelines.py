@@ -16,7 +16,7 @@ from ..runs import PipelineParams, find_run
 
 # %% auto #0
 __all__ = ['NexusModelParams', 'NexusParams', 'collect_job', 'precompute_job', 'distill_job', 'NexusValidateParams',
-           'NexusCompareParams', 'compare_rows', 'arm_summary']
+           'NexusCompareParams', 'compare_rows']
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #8ab6bb17
 @dataclass(kw_only=True)
@@ -321,7 +321,7 @@ def teacher_after(self:NexusParams, student, dev):
     from moe_nb.nexus.model import SourceView
     return self.load_teacher(dev) if self.train_router else SourceView(student)
 
-# %% ../../nbs/nexus/22_pipelines.ipynb #2c1304e7
+# %% ../../nbs/nexus/22_pipelines.ipynb #df4260ec
 @dataclass(kw_only=True)
 class NexusCompareParams(PipelineParams):
     "Parameters of the nexus_compare pipeline."
@@ -330,13 +330,9 @@ class NexusCompareParams(PipelineParams):
     arms: dict                                     # arm name -> its nexus parameters
     nexus_params: dict                             # nexus parameters of every arm (the arm's own take precedence)
     def __post_init__(self):
-        from moe_nb.core import ConfigError
+        from moe_nb.runs import check_arms
         super().__post_init__()
-        if not self.arms or not self.seeds: raise ConfigError(f"parameters 'arms' and 'seeds' must not be empty, got {self.arms!r}, {self.seeds!r}")
-        known = set(NexusParams.fields())
-        for name, over in [("nexus_params", self.nexus_params), *((f"arms[{a!r}]", o) for a, o in self.arms.items())]:
-            if not isinstance(over, dict): raise ConfigError(f"parameter {name}: expected a dict of nexus parameters, got {over!r}")
-            if bad := sorted(set(over) - known): raise ConfigError(f"parameter {name}: {bad} are not nexus parameters")
+        check_arms(NexusParams, self.nexus_params, self.arms, self.seeds)
     def arm_params(self, arm:str, seed:int, stats:Path|None=None) -> dict:
         "The nexus parameters of one run: the shared ones, the arm's, the seed, and the router statistics collected once (`stats`)."
         return {**self.nexus_params, **self.arms[arm], "seed": seed, **({"pca_stats": str(stats)} if stats else {})}
@@ -350,13 +346,3 @@ def compare_rows(runs:list[tuple[str, int, Path]]) -> tuple[list[dict], dict]:
         rows.append({"arm": arm, "seed": seed, **{k: m[k] for k in ("kl_untrained", "kl_trained", "ppl_trained", "ppl_original", "trainable_share") if k in m}})
         curves.setdefault(arm, {})[seed] = [(r["step"], r["eval_kl"], r["eval_ppl"]) for r in read_jsonl_log(Path(d)/"metrics.jsonl") if "eval_kl" in r]
     return rows, curves
-
-def arm_summary(rows:list[dict], keys=("kl_trained", "ppl_trained")) -> list[dict]:
-    "Mean and standard deviation over seeds of each arm's final metrics (in the arms' order)."
-    import numpy as np
-    out = []
-    for arm in dict.fromkeys(r["arm"] for r in rows):
-        rs = [r for r in rows if r["arm"] == arm]
-        out.append({"arm": arm, "n": len(rs), **{f"{k}_{f}": float(fn([r[k] for r in rs])) for k in keys
-                    for f, fn in (("mean", np.mean), ("sd", lambda v: np.std(v, ddof=1) if len(v) > 1 else 0.0))}})
-    return out

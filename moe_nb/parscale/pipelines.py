@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from ..runs import PipelineParams, find_run
 
 # %% auto #0
-__all__ = ['ParscaleMultiParams', 'ParscaleSummaryParams', 'ParscaleTrainParams']
+__all__ = ['ParscaleMultiParams', 'ParscaleSummaryParams', 'ParscaleTrainParams', 'ParscaleSweepParams', 'sweep_rows']
 
 # %% ../../nbs/parscale/42_pipelines.ipynb #1ab4b746
 @dataclass(kw_only=True)
@@ -111,3 +111,29 @@ def model_dtype(self:ParscaleTrainParams, dev) -> str:
     "The backbone's dtype: `dtype`, or under auto on MPS bfloat16 where supported."
     from moe_nb.core import mps_bf16_supported
     return "bfloat16" if self.dtype == "auto" and dev.type == "mps" and mps_bf16_supported() else self.dtype
+
+# %% ../../nbs/parscale/42_pipelines.ipynb #66e6c0d5
+@dataclass(kw_only=True)
+class ParscaleSweepParams(PipelineParams):
+    "Parameters of the parscale_sweep pipeline."
+    PIPELINE: ClassVar[str] = "parscale_sweep"
+    seeds: list[int]
+    arms: dict                                     # arm name -> its parscale_train parameters
+    train_params: dict                             # parscale_train parameters of every arm (the arm's own take precedence)
+    def __post_init__(self):
+        from moe_nb.runs import check_arms
+        super().__post_init__()
+        check_arms(ParscaleTrainParams, self.train_params, self.arms, self.seeds)
+    def arm_params(self, arm:str, seed:int) -> dict:
+        "The parscale_train parameters of one run."
+        return {**self.train_params, **self.arms[arm], "seed": seed}
+
+def sweep_rows(runs:list[tuple[str, int, Path]]) -> tuple[list[dict], dict]:
+    "Final metrics per (arm, seed) run, and the collapse share during training: {arm: {seed: [(step, share)]}}."
+    from moe_nb.core import load_json, read_jsonl_log
+    rows, curves = [], {}
+    for arm, seed, d in runs:
+        m = load_json(Path(d)/"metrics.json")
+        rows.append({"arm": arm, "seed": seed, **{k: m[k] for k in ("P", "eval_loss", "backbone_eval_loss", "gain_vs_backbone", "collapse_share", "entropy_ratio")}})
+        curves.setdefault(arm, {})[seed] = [(r["step"], r["w_collapse_share"]) for r in read_jsonl_log(Path(d)/"metrics.jsonl") if "w_collapse_share" in r]
+    return rows, curves
