@@ -1,4 +1,4 @@
-"""P copies of the input, made different by learnable per-layer key/value prefixes, run as one batch through a stock transformers Qwen2; a softmax aggregator mixes the P final hidden states per token. Faithful to the official implementation and loads its checkpoints, with no remote code.
+"""P copies of the input, made different by learnable per-layer key/value prefixes, run as one batch through a stock transformers Qwen2 (or Qwen3, or Llama); a softmax aggregator mixes the P final hidden states per token. Faithful to the official implementation and loads its checkpoints, with no remote code.
 
 Docs: https://moe-nb.github.io/moe_nb/parscale/model.html.md"""
 
@@ -13,12 +13,14 @@ from typing import Literal  # noqa: F401  (named by the inherited config fields;
 import torch
 from torch import nn
 from huggingface_hub.dataclasses import strict
-from transformers import Qwen2Config, AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import Qwen2Config, Qwen3Config, LlamaConfig, AutoConfig, AutoModel, AutoModelForCausalLM
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.masking_utils import find_packed_sequence_indices
 from transformers.modeling_outputs import BaseModelOutputWithPast
-from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2ForCausalLM, Qwen2PreTrainedModel, Qwen2Attention
+from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2ForCausalLM, Qwen2PreTrainedModel
+from transformers.models.qwen3.modeling_qwen3 import Qwen3Model, Qwen3ForCausalLM, Qwen3PreTrainedModel
+from transformers.models.llama.modeling_llama import LlamaModel, LlamaForCausalLM, LlamaPreTrainedModel
 from transformers.utils import can_return_tuple
 from fastcore.basics import patch
 
@@ -26,10 +28,13 @@ from ..hooks import Hook
 from ..core import refuse_pickles
 
 # %% auto #0
-__all__ = ['PARSCALE_TRAINABLE', 'Qwen2ParScaleConfig', 'ParScaleLayer', 'ParScaleCache', 'Qwen2ParScaleModel',
-           'Qwen2ParScaleForCausalLM', 'create_parscale_config', 'prefix_kv_from_tokens', 'convert_to_parscale_model',
-           'load_parscale', 'parscale_extra_params', 'stream_stats', 'prefix_stats', 'StreamDiagnostics',
-           'PrefixReparam', 'add_prefix_reparam', 'fold_prefix_reparam']
+__all__ = ['PARSCALE_FAMILIES', 'PARSCALE_TRAINABLE', 'Qwen2ParScaleConfig', 'ParScaleLayer', 'ParScaleCache',
+           'ParScaleModelMixin', 'Qwen2ParScaleModel', 'ParScaleCausalMixin', 'Qwen2ParScaleForCausalLM',
+           'register_parscale', 'Qwen3ParScaleConfig', 'Qwen3ParScaleModel', 'Qwen3ParScaleForCausalLM',
+           'LlamaParScaleConfig', 'LlamaParScaleModel', 'LlamaParScaleForCausalLM', 'create_parscale_config',
+           'prefix_kv_from_tokens', 'convert_to_parscale_model', 'load_parscale', 'parscale_extra_params',
+           'stream_stats', 'prefix_stats', 'StreamDiagnostics', 'PrefixReparam', 'add_prefix_reparam',
+           'fold_prefix_reparam']
 
 # %% ../../nbs/parscale/40_model.ipynb #b9e55e07
 @strict
@@ -40,10 +45,12 @@ class Qwen2ParScaleConfig(Qwen2Config):
     parscale_n_tokens: int = 48         # prefix length per layer and stream
     parscale_attn_smooth: float = 0.01  # label smoothing of the aggregation weights
     def __post_init__(self, **kwargs):
-        if self.parscale_n < 1: raise ValueError(f"parscale_n must be >= 1 (the number of streams), got {self.parscale_n}")
-        if self.parscale_n_tokens < 1: raise ValueError(f"parscale_n_tokens must be >= 1 (the prefix length), got {self.parscale_n_tokens}")
-        if not 0 <= self.parscale_attn_smooth < 1: raise ValueError(f"parscale_attn_smooth must be in [0, 1), got {self.parscale_attn_smooth}")
-        super().__post_init__(**kwargs)
+        _check_parscale_fields(self); super().__post_init__(**kwargs)
+
+def _check_parscale_fields(cfg):
+    if cfg.parscale_n < 1: raise ValueError(f"parscale_n must be >= 1 (the number of streams), got {cfg.parscale_n}")
+    if cfg.parscale_n_tokens < 1: raise ValueError(f"parscale_n_tokens must be >= 1 (the prefix length), got {cfg.parscale_n_tokens}")
+    if not 0 <= cfg.parscale_attn_smooth < 1: raise ValueError(f"parscale_attn_smooth must be in [0, 1), got {cfg.parscale_attn_smooth}")
 
 # %% ../../nbs/parscale/40_model.ipynb #1d2722f9
 def _per_stream(t:torch.Tensor, P:int, fn) -> torch.Tensor:
@@ -92,17 +99,18 @@ class ParScaleCache(DynamicCache):
 
 # %% ../../nbs/parscale/40_model.ipynb #180e82d4
 def _init_parscale(self, module):
-    Qwen2PreTrainedModel._init_weights(self, module)
-    if isinstance(module, Qwen2Attention) and hasattr(module, "prefix_k"):
+    self._stock_init(module)
+    if isinstance(getattr(module, "prefix_k", None), nn.Parameter):
         init.normal_(module.prefix_k, std=self.config.initializer_range); init.normal_(module.prefix_v, std=self.config.initializer_range)
 
-class Qwen2ParScaleModel(Qwen2Model):
-    "Stock `Qwen2Model` run as P streams: per-layer KV prefixes and a softmax aggregator (official parameter names)."
-    config_class = Qwen2ParScaleConfig
+class ParScaleModelMixin:
+    "P streams over a stock decoder model (the class after this one in the MRO): per-layer KV prefixes and a softmax aggregator."
     _init_weights = _init_parscale
+    _mask_dict = True  # the stock forward takes one mask per layer type (Qwen2, Qwen3); False: one 4-D mask (Llama)
     # what P > 1 supports, declared: our 4-D masks and Python-side cache logic rule out flash/flex attention and fullgraph compile
     _supports_flash_attn = _supports_flex_attn = _supports_attention_backend = _can_compile_fullgraph = False
-    def __init__(self, config:Qwen2ParScaleConfig):
+    def _backbone_forward(self, **kw): return super(ParScaleModelMixin, self).forward(**kw)  # the stock model's forward
+    def __init__(self, config):
         super().__init__(config)
         P, n, h = config.parscale_n, config.parscale_n_tokens, config.hidden_size
         if P > 1:
@@ -121,9 +129,14 @@ class Qwen2ParScaleModel(Qwen2Model):
         if getattr(self, "prefix_reparam", None) is not None: ks, vs = self.prefix_reparam(ks, vs)
         return ParScaleCache(ks, vs, store)
 
+class Qwen2ParScaleModel(ParScaleModelMixin, Qwen2Model):
+    "Stock `Qwen2Model` run as P streams (official parameter names)."
+    config_class = Qwen2ParScaleConfig
+    _stock_init = Qwen2PreTrainedModel._init_weights
+
 # %% ../../nbs/parscale/40_model.ipynb #55d7211f
 @patch
-def stream_masks(self:Qwen2ParScaleModel, attention_mask, position_ids, B:int, T:int, past:int, dtype, device) -> dict:
+def stream_masks(self:ParScaleModelMixin, attention_mask, position_ids, B:int, T:int, past:int, dtype, device) -> dict:
     "Per layer type, the mask (B or 1, 1, T, n + past + T) over (prefix, past, new) keys, repeated to the P streams."
     P, n, L, cfg = self.config.parscale_n, self.config.parscale_n_tokens, past + T, self.config
     if attention_mask is not None and tuple(attention_mask.shape) != (B, L):
@@ -135,7 +148,7 @@ def stream_masks(self:Qwen2ParScaleModel, attention_mask, position_ids, B:int, T
         docs = find_packed_sequence_indices(position_ids)
         if docs is not None: m = m & (docs[:, :, None] == docs[:, None, :])
     out = {}
-    for kind in set(cfg.layer_types):
+    for kind in set(getattr(cfg, "layer_types", None) or ["full_attention"]):
         if kind == "full_attention" and m.shape[0] == 1 and T == 1: out[kind] = None; continue  # one query sees every key
         mk = m & (k > q - cfg.sliding_window)[None] if kind == "sliding_attention" else m
         mk = torch.cat([mk.new_ones(mk.shape[0], T, n), mk], -1)[:, None]   # (B|1, 1, T, n + L): the prefix is visible to every query
@@ -146,7 +159,7 @@ def stream_masks(self:Qwen2ParScaleModel, attention_mask, position_ids, B:int, T
 
 # %% ../../nbs/parscale/40_model.ipynb #e57d96af
 @patch
-def aggregate_weights(self:Qwen2ParScaleModel, h:torch.Tensor) -> torch.Tensor:
+def aggregate_weights(self:ParScaleModelMixin, h:torch.Tensor) -> torch.Tensor:
     "Aggregation weights (B, T, P) in float32 from the streams' final hidden states h (P*B, T, H)."
     P = self.config.parscale_n
     _, T, H = h.shape
@@ -157,7 +170,7 @@ def aggregate_weights(self:Qwen2ParScaleModel, h:torch.Tensor) -> torch.Tensor:
 
 # %% ../../nbs/parscale/40_model.ipynb #d0557af4
 @patch
-def streams(self:Qwen2ParScaleModel, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None,
+def streams(self:ParScaleModelMixin, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None,
             use_cache:bool=True, **kwargs):
     "Run the P streams; return the backbone output with per-stream final hidden states (P*B, T, H) and the cache."
     P = self.config.parscale_n
@@ -180,18 +193,18 @@ def streams(self:Qwen2ParScaleModel, input_ids=None, attention_mask=None, positi
     position_ids = position_ids.expand(B, T)
     masks = self.stream_masks(attention_mask, position_ids, B, T, past, inputs_embeds.dtype, inputs_embeds.device)
     rep = lambda t: t.repeat(P, *[1] * (t.ndim - 1))                      # (B, ...) -> (P*B, ...), stream-major
-    out = Qwen2Model.forward(self, inputs_embeds=rep(inputs_embeds), attention_mask=masks, position_ids=rep(position_ids),
-                             past_key_values=cache, use_cache=True, **kwargs)
+    out = self._backbone_forward(inputs_embeds=rep(inputs_embeds), attention_mask=masks if self._mask_dict else masks["full_attention"],
+                                 position_ids=rep(position_ids), past_key_values=cache, use_cache=True, **kwargs)
     return out, cache
 
 # %% ../../nbs/parscale/40_model.ipynb #a23b0ef4
 @patch
 @can_return_tuple
-def forward(self:Qwen2ParScaleModel, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None,
+def forward(self:ParScaleModelMixin, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None,
             use_cache=None, **kwargs) -> BaseModelOutputWithPast:
     if self.config.parscale_n == 1:
-        return Qwen2Model.forward(self, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                  past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
+        return self._backbone_forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                      past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
     use_cache = (self.config.use_cache if use_cache is None else use_cache) and not (self.gradient_checkpointing and self.training)
     out, cache = self.streams(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache, **kwargs)
     h = out.last_hidden_state                                             # (P*B, T, H)
@@ -202,14 +215,13 @@ def forward(self:Qwen2ParScaleModel, input_ids=None, attention_mask=None, positi
                                    hidden_states=out.hidden_states, attentions=out.attentions)
 
 # %% ../../nbs/parscale/40_model.ipynb #f0aab222
-class Qwen2ParScaleForCausalLM(Qwen2ForCausalLM):
-    "Stock `Qwen2ForCausalLM` with a `Qwen2ParScaleModel` body; loads the official ParScale checkpoints."
-    config_class = Qwen2ParScaleConfig
+class ParScaleCausalMixin:
+    "A stock causal LM (the class after this one in the MRO) with a ParScale body, and the ParScale cache in generation."
     _init_weights = _init_parscale
     _supports_flash_attn = _supports_flex_attn = _supports_attention_backend = _can_compile_fullgraph = False
-    def __init__(self, config:Qwen2ParScaleConfig):
-        Qwen2PreTrainedModel.__init__(self, config)
-        self.model = Qwen2ParScaleModel(config)
+    def __init__(self, config):
+        self._pretrained_cls.__init__(self, config)
+        self.model = self._model_cls(config)
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
@@ -220,21 +232,70 @@ class Qwen2ParScaleForCausalLM(Qwen2ForCausalLM):
             model_kwargs["past_key_values"] = self.model.new_cache(); return
         return super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
 
+class Qwen2ParScaleForCausalLM(ParScaleCausalMixin, Qwen2ForCausalLM):
+    "Stock `Qwen2ForCausalLM` with a `Qwen2ParScaleModel` body; loads the official ParScale checkpoints."
+    config_class, _model_cls, _pretrained_cls, _stock_init = Qwen2ParScaleConfig, Qwen2ParScaleModel, Qwen2PreTrainedModel, Qwen2PreTrainedModel._init_weights
 
-AutoConfig.register("qwen2_parscale", Qwen2ParScaleConfig, exist_ok=True)
-AutoModel.register(Qwen2ParScaleConfig, Qwen2ParScaleModel, exist_ok=True)
-AutoModelForCausalLM.register(Qwen2ParScaleConfig, Qwen2ParScaleForCausalLM, exist_ok=True)
+PARSCALE_FAMILIES = {}  # backbone model_type -> (ParScale config class, causal LM class)
+
+def register_parscale(base_type:str, config_cls, model_cls, causal_cls):
+    "Register a ParScale family with the Auto classes, and as the conversion target of `base_type` backbones."
+    AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
+    AutoModel.register(config_cls, model_cls, exist_ok=True)
+    AutoModelForCausalLM.register(config_cls, causal_cls, exist_ok=True)
+    PARSCALE_FAMILIES[base_type] = (config_cls, causal_cls)
+
+register_parscale("qwen2", Qwen2ParScaleConfig, Qwen2ParScaleModel, Qwen2ParScaleForCausalLM)
+
+# %% ../../nbs/parscale/40_model.ipynb #5138e586
+@strict
+class Qwen3ParScaleConfig(Qwen3Config):
+    "`Qwen3Config` plus the three ParScale fields."
+    model_type = "qwen3_parscale"
+    parscale_n: int = 1
+    parscale_n_tokens: int = 48
+    parscale_attn_smooth: float = 0.01
+    def __post_init__(self, **kwargs): _check_parscale_fields(self); super().__post_init__(**kwargs)
+
+class Qwen3ParScaleModel(ParScaleModelMixin, Qwen3Model):
+    "Stock `Qwen3Model` run as P streams."
+    config_class, _stock_init = Qwen3ParScaleConfig, Qwen3PreTrainedModel._init_weights
+
+class Qwen3ParScaleForCausalLM(ParScaleCausalMixin, Qwen3ForCausalLM):
+    "Stock `Qwen3ForCausalLM` with a `Qwen3ParScaleModel` body."
+    config_class, _model_cls, _pretrained_cls, _stock_init = Qwen3ParScaleConfig, Qwen3ParScaleModel, Qwen3PreTrainedModel, Qwen3PreTrainedModel._init_weights
+
+@strict
+class LlamaParScaleConfig(LlamaConfig):
+    "`LlamaConfig` plus the three ParScale fields."
+    model_type = "llama_parscale"
+    parscale_n: int = 1
+    parscale_n_tokens: int = 48
+    parscale_attn_smooth: float = 0.01
+    def __post_init__(self, **kwargs): _check_parscale_fields(self); super().__post_init__(**kwargs)
+
+class LlamaParScaleModel(ParScaleModelMixin, LlamaModel):
+    "Stock `LlamaModel` run as P streams (one 4-D mask: Llama has no per-layer-type masks)."
+    config_class, _stock_init, _mask_dict = LlamaParScaleConfig, LlamaPreTrainedModel._init_weights, False
+
+class LlamaParScaleForCausalLM(ParScaleCausalMixin, LlamaForCausalLM):
+    "Stock `LlamaForCausalLM` with a `LlamaParScaleModel` body."
+    config_class, _model_cls, _pretrained_cls, _stock_init = LlamaParScaleConfig, LlamaParScaleModel, LlamaPreTrainedModel, LlamaPreTrainedModel._init_weights
+
+register_parscale("qwen3", Qwen3ParScaleConfig, Qwen3ParScaleModel, Qwen3ParScaleForCausalLM)
+register_parscale("llama", LlamaParScaleConfig, LlamaParScaleModel, LlamaParScaleForCausalLM)
 
 # %% ../../nbs/parscale/40_model.ipynb #ae1a4f35
 _PARSCALE_KEYS = r"prefix_[kv]$|aggregate_layer\."
 
-def create_parscale_config(base_config, P:int=2, n_tokens:int=48, attn_smooth:float=0.01) -> Qwen2ParScaleConfig:
-    "A `Qwen2ParScaleConfig` with the backbone's architecture and P streams."
-    if base_config.model_type not in ("qwen2", "qwen2_parscale"):
-        raise ValueError(f"ParScale needs a Qwen2-like backbone (model_type 'qwen2'); got model_type {base_config.model_type!r}")
+def create_parscale_config(base_config, P:int=2, n_tokens:int=48, attn_smooth:float=0.01):
+    "The ParScale config of the backbone's family (`PARSCALE_FAMILIES`) with its architecture and P streams."
+    fam = base_config.model_type.removesuffix("_parscale")
+    if fam not in PARSCALE_FAMILIES:
+        raise ValueError(f"ParScale needs a Qwen2-like backbone (model_type one of {', '.join(PARSCALE_FAMILIES)}); got model_type {base_config.model_type!r}")
+    cls, causal = PARSCALE_FAMILIES[fam]
     d = {k: v for k, v in base_config.to_dict().items() if k not in ("model_type", "auto_map", "transformers_version", "architectures")}
-    cfg = Qwen2ParScaleConfig(**{**d, "parscale_n": P, "parscale_n_tokens": n_tokens, "parscale_attn_smooth": attn_smooth,
-                                 "architectures": ["Qwen2ParScaleForCausalLM"]})
+    cfg = cls(**{**d, "parscale_n": P, "parscale_n_tokens": n_tokens, "parscale_attn_smooth": attn_smooth, "architectures": [causal.__name__]})
     cfg._attn_implementation = base_config._attn_implementation
     return cfg
 
@@ -244,24 +305,23 @@ def prefix_kv_from_tokens(model, token_ids:torch.Tensor) -> tuple[list[torch.Ten
     "Per-layer keys and values (P, Hkv, n, D) the backbone computes for P token sequences placed at positions -n..-1."
     P, n = token_ids.shape
     pos = torch.arange(-n, 0, device=token_ids.device)[None].expand(P, n)
-    cache = Qwen2Model.forward(model.model, input_ids=token_ids, position_ids=pos, past_key_values=DynamicCache(),  # no window: keep all n
-                               use_cache=True).past_key_values
+    cache = model.model(input_ids=token_ids, position_ids=pos, past_key_values=DynamicCache(), use_cache=True).past_key_values  # no window: keep all n
     return [l.keys for l in cache.layers], [l.values for l in cache.layers]
 
 # %% ../../nbs/parscale/40_model.ipynb #d74f6fac
 def convert_to_parscale_model(model, P:int=2, n_tokens:int=48, attn_smooth:float=0.01,
                               prefix_init:str="kv", # "kv": backbone keys/values of `init_tokens`; "normal": N(0, std)
                               init_tokens:torch.Tensor|None=None, # 1-D ids, at least P*n_tokens; None: random ids
-                              std:float|None=None, seed:int=0) -> Qwen2ParScaleForCausalLM:
-    "A ParScale model with P streams over the weights of the Qwen2 causal LM `model`."
+                              std:float|None=None, seed:int=0):
+    "A ParScale model with P streams over the weights of the Qwen2, Qwen3 or Llama causal LM `model`."
     if getattr(model.config, "parscale_n", 1) > 1: raise ValueError(f"the model is already a ParScale model with P={model.config.parscale_n}")
     if prefix_init not in ("kv", "normal"): raise ValueError(f"prefix_init={prefix_init!r}: expected 'kv' or 'normal'")
     cfg = create_parscale_config(model.config, P, n_tokens, attn_smooth)
     p0 = next(model.parameters())
-    new = Qwen2ParScaleForCausalLM(cfg).to(device=p0.device, dtype=p0.dtype)
+    new = PARSCALE_FAMILIES[cfg.model_type.removesuffix("_parscale")][1](cfg).to(device=p0.device, dtype=p0.dtype)
     res = new.load_state_dict(model.state_dict(), strict=False)
     bad = [k for k in res.missing_keys if not re.search(_PARSCALE_KEYS, k)] + list(res.unexpected_keys)
-    if bad: raise ValueError(f"the backbone's weights do not fit a Qwen2 model: {bad[:5]}")
+    if bad: raise ValueError(f"the backbone's weights do not fit a {type(new).__name__}: {bad[:5]}")
     if P == 1: return new
     g = torch.Generator().manual_seed(seed)
     std = cfg.initializer_range if std is None else std
@@ -281,10 +341,11 @@ def convert_to_parscale_model(model, P:int=2, n_tokens:int=48, attn_smooth:float
     return new
 
 # %% ../../nbs/parscale/40_model.ipynb #a727e156
-def load_parscale(path:str|Path, P:int|None=None, **kw) -> Qwen2ParScaleForCausalLM:
-    "Load a ParScale checkpoint (ours or official) with no remote code, checking it has `P` streams if given."
+def load_parscale(path:str|Path, P:int|None=None, **kw):
+    "Load a ParScale checkpoint (ours or official; any registered family) with no remote code, checking it has `P` streams if given."
     cfg = AutoConfig.from_pretrained(path, trust_remote_code=False)
-    if cfg.model_type != "qwen2_parscale": raise ValueError(f"{path}: a {cfg.model_type!r} checkpoint, not a ParScale ('qwen2_parscale') one")
+    types = [c.model_type for c, _ in PARSCALE_FAMILIES.values()]
+    if cfg.model_type not in types: raise ValueError(f"{path}: a {cfg.model_type!r} checkpoint, not a ParScale ({', '.join(types)}) one")
     if P is not None and cfg.parscale_n != P: raise ValueError(f"{path}: the checkpoint has P={cfg.parscale_n} streams; expected P={P}")
     refuse_pickles(str(path))
     return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, use_safetensors=True, **kw)

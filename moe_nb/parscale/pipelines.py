@@ -57,7 +57,7 @@ class ParscaleTrainParams(PipelineParams):
     PIPELINE: ClassVar[str] = "parscale_train"
     seed: int
     device: str
-    backbone: str                                  # zoo name, local path or hub name of a Qwen2 causal LM
+    backbone: str                                  # zoo name, local path or hub name of a Qwen2, Qwen3 or Llama causal LM
     backbone_kw: dict                              # extra arguments of load_backbone, e.g. zoo overrides {hidden_size: 128}
     dtype: str
     P: int                                         # parallel streams
