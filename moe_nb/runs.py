@@ -22,7 +22,8 @@ import numpy as np
 __all__ = ['HEARTBEAT', 'STALE_AFTER_S', 'POSITIVE', 'NON_NEGATIVE', 'FRACTIONS', 'PIPELINE_PARAMS', 'param_hash', 'utc_stamp',
            'make_run_dir', 'update_metrics', 'open_run', 'heartbeat', 'read_metrics', 'run_status', 'find_run',
            'range_problems', 'PipelineParams', 'pipeline_params', 'TinyLmParams', 'run_nested', 'check_arms',
-           'arm_summary', 'list_runs', 'fmt_value', 'format_table', 'runs_table', 'smooth_values', 'plot_metrics']
+           'ArmsParams', 'arm_summary', 'list_runs', 'fmt_value', 'format_table', 'runs_table', 'smooth_values',
+           'plot_metrics']
 
 # %% ../nbs/09_runs.ipynb #12cbfee5
 def param_hash(params:dict, n:int=8) -> str:
@@ -260,6 +261,18 @@ def check_arms(params_cls:type, shared:dict, arms:dict, seeds:list):
     for name, over in [("shared", shared), *((f"arms[{a!r}]", o) for a, o in arms.items())]:
         if not isinstance(over, dict): raise ConfigError(f"parameter {name}: expected a dict of {params_cls.PIPELINE} parameters, got {over!r}")
         if bad := sorted(set(over) - known): raise ConfigError(f"parameter {name}: {bad} are not {params_cls.PIPELINE} parameters")
+
+@dataclass(kw_only=True)
+class ArmsParams(PipelineParams):
+    "An experiment running the pipeline of `TARGET` (a params class) per arm and seed; a subclass declares `seeds`, `arms` and the shared dict named by `SHARED`."
+    TARGET: ClassVar[type|None] = None
+    SHARED: ClassVar[str] = ""
+    def __post_init__(self):
+        super().__post_init__()
+        check_arms(self.TARGET, getattr(self, self.SHARED), self.arms, self.seeds)
+    def arm_params(self, arm:str, seed:int, **extra) -> dict:
+        "The parameters of one run: the shared ones, the arm's own over them, the seed, and `extra`."
+        return {**getattr(self, self.SHARED), **self.arms[arm], "seed": seed, **extra}
 
 def arm_summary(rows:list[dict], keys:tuple) -> list[dict]:
     "Per arm (in the rows' order): the number of seeds, and each key's mean and standard deviation (n - 1) over them."

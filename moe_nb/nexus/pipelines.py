@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 from pathlib import Path
 from ..core import load_yaml
-from ..runs import PipelineParams, find_run
+from ..runs import PipelineParams, ArmsParams, find_run
 
 # %% auto #0
 __all__ = ['NexusModelParams', 'NexusParams', 'collect_job', 'precompute_job', 'distill_job', 'NexusValidateParams',
@@ -323,19 +323,17 @@ def teacher_after(self:NexusParams, student, dev):
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #df4260ec
 @dataclass(kw_only=True)
-class NexusCompareParams(PipelineParams):
+class NexusCompareParams(ArmsParams):
     "Parameters of the nexus_compare pipeline."
     PIPELINE: ClassVar[str] = "nexus_compare"
+    TARGET: ClassVar[type] = NexusParams
+    SHARED: ClassVar[str] = "nexus_params"
     seeds: list[int]
     arms: dict                                     # arm name -> its nexus parameters
     nexus_params: dict                             # nexus parameters of every arm (the arm's own take precedence)
-    def __post_init__(self):
-        from moe_nb.runs import check_arms
-        super().__post_init__()
-        check_arms(NexusParams, self.nexus_params, self.arms, self.seeds)
     def arm_params(self, arm:str, seed:int, stats:Path|None=None) -> dict:
         "The nexus parameters of one run: the shared ones, the arm's, the seed, and the router statistics collected once (`stats`)."
-        return {**self.nexus_params, **self.arms[arm], "seed": seed, **({"pca_stats": str(stats)} if stats else {})}
+        return super().arm_params(arm, seed, **({"pca_stats": str(stats)} if stats else {}))
 
 def compare_rows(runs:list[tuple[str, int, Path]]) -> tuple[list[dict], dict]:
     "Final metrics per (arm, seed) run, and the held-out curves: {arm: {seed: [(step, eval_kl, eval_ppl)]}}."

@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 from pathlib import Path
 from fastcore.basics import patch
-from ..runs import PipelineParams, find_run
+from ..runs import PipelineParams, ArmsParams, find_run
 
 # %% auto #0
 __all__ = ['ParscaleMultiParams', 'ParscaleSummaryParams', 'ParscaleTrainParams', 'ParscaleSweepParams', 'sweep_rows']
@@ -114,19 +114,14 @@ def model_dtype(self:ParscaleTrainParams, dev) -> str:
 
 # %% ../../nbs/parscale/42_pipelines.ipynb #66e6c0d5
 @dataclass(kw_only=True)
-class ParscaleSweepParams(PipelineParams):
+class ParscaleSweepParams(ArmsParams):
     "Parameters of the parscale_sweep pipeline."
     PIPELINE: ClassVar[str] = "parscale_sweep"
+    TARGET: ClassVar[type] = ParscaleTrainParams
+    SHARED: ClassVar[str] = "train_params"
     seeds: list[int]
     arms: dict                                     # arm name -> its parscale_train parameters
     train_params: dict                             # parscale_train parameters of every arm (the arm's own take precedence)
-    def __post_init__(self):
-        from moe_nb.runs import check_arms
-        super().__post_init__()
-        check_arms(ParscaleTrainParams, self.train_params, self.arms, self.seeds)
-    def arm_params(self, arm:str, seed:int) -> dict:
-        "The parscale_train parameters of one run."
-        return {**self.train_params, **self.arms[arm], "seed": seed}
 
 def sweep_rows(runs:list[tuple[str, int, Path]]) -> tuple[list[dict], dict]:
     "Final metrics per (arm, seed) run, and the collapse share during training: {arm: {seed: [(step, share)]}}."
