@@ -386,6 +386,20 @@ def _nexus_shell(src, cfg:GptOssNexusConfig) -> GptOssNexusForCausalLM:
     new.generation_config, new.name_or_path = src.generation_config, src.name_or_path
     return new
 
+# %% ../../nbs/nexus/20_model.ipynb #e3cd4318
+def _init_ids(init:str, i:int, choice, stats, k:int|None, E:int, g) -> list[int]:
+    "The routed experts of layer `i` whose mean starts its shared expert."
+    if init == "pca_topK": return choice["layers"][i]["experts"]
+    if init == "top1": return [top_experts(stats)["per_layer"][i]]
+    if init == "top1_average": return [top_experts(stats)["global"]]
+    k = k or min(24, E)
+    if init == "freq_topK": return sorted(stats.counts[i].topk(k).indices.tolist())  # the k most often selected
+    return sorted(torch.randperm(E, generator=g)[:k].tolist())                        # random_topK: k drawn per layer
+
+def _converted_source(module, args):
+    raise RuntimeError(f"this {type(module).__name__} was converted in place by add_shared_experts: its layers are the converted "
+                       f"model's now. Call that model, or SourceView(it) for this model's function; convert with inplace=False to keep both")
+
 # %% ../../nbs/nexus/20_model.ipynb #a533775a
 def add_shared_experts(model, init:str="pca_topK", # one of `INITS`, or the seed's pca_top<K> (e.g. pca_top24)
                        stats:RouterStats|None=None, # router statistics (all inits but random)
@@ -422,19 +436,6 @@ def add_shared_experts(model, init:str="pca_topK", # one of `INITS`, or the seed
     if left: raise RuntimeError(f"conversion left {left[:3]} unset; this GPT-OSS version has modules the conversion does not know")
     if inplace: src.register_forward_pre_hook(_converted_source)
     return new.train(src.training)
-
-def _init_ids(init:str, i:int, choice, stats, k:int|None, E:int, g) -> list[int]:
-    "The routed experts of layer `i` whose mean starts its shared expert."
-    if init == "pca_topK": return choice["layers"][i]["experts"]
-    if init == "top1": return [top_experts(stats)["per_layer"][i]]
-    if init == "top1_average": return [top_experts(stats)["global"]]
-    k = k or min(24, E)
-    if init == "freq_topK": return sorted(stats.counts[i].topk(k).indices.tolist())  # the k most often selected
-    return sorted(torch.randperm(E, generator=g)[:k].tolist())                        # random_topK: k drawn per layer
-
-def _converted_source(module, args):
-    raise RuntimeError(f"this {type(module).__name__} was converted in place by add_shared_experts: its layers are the converted "
-                       f"model's now. Call that model, or SourceView(it) for this model's function; convert with inplace=False to keep both")
 
 # %% ../../nbs/nexus/20_model.ipynb #b1d7ff21
 from contextlib import contextmanager
