@@ -36,6 +36,14 @@ def olmoe():
     from moe_nb.zoo import load_backbone
     return load_backbone("tiny-olmoe-random")  # seed 0: the same weights in every process
 
+def stock(family:str):
+    "A tiny random Qwen3 or Llama from its stock config (seeded: the same weights in every process)."
+    from transformers import Qwen3Config, LlamaConfig, AutoModelForCausalLM
+    kw = dict(vocab_size=4096, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              max_position_embeddings=128)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(Qwen3Config(**kw, head_dim=8) if family == "qwen3" else LlamaConfig(**kw))
+
 def gpt_oss():
     from moe_nb.zoo import load_backbone
     return load_backbone("tiny-gpt_oss-random")
@@ -74,7 +82,7 @@ def write(root:Path) -> dict:
     from moe_nb.tokens import write_token_shards, TokenShards, PackedBlocks
     from moe_nb.nexus.distill import precompute_teacher
     from moe_nb.nexus.model import collect_router_stats, choose_experts, add_shared_experts
-    from moe_nb.parscale.model import convert_to_parscale_model
+    from moe_nb.parscale.model import convert_to_parscale_model, add_prefix_reparam, fold_prefix_reparam
     from moe_nb.polychromatic.model import PolychromaticLM, VanillaLM, poly_config, save_polychromatic
     from moe_nb.eval import results_table
     from moe_nb.select_moe.experiment import append_results, eval_rows, summarize
@@ -133,13 +141,22 @@ def write(root:Path) -> dict:
 
     nl = add_shared_experts(gpt, "top1", stats=st, scale=0.5, learnable_scale=True, inplace=False)
     with torch.no_grad(): nl.model.layers[0].mlp.shared_scale.fill_(0.37)
-    nx.save_pretrained(root/"nexus_model"/"fixed"); nl.save_pretrained(root/"nexus_model"/"learnable")
-    ref["nexus_model"] = {"fixed": fwd(nx).logits, "learnable": fwd(nl).logits}
+    ng = perturb(add_shared_experts(gpt, "pca_topK", choice=choice, scale=0.3, gate=True, inplace=False))  # a trained gate per token
+    nx.save_pretrained(root/"nexus_model"/"fixed"); nl.save_pretrained(root/"nexus_model"/"learnable"); ng.save_pretrained(root/"nexus_model"/"gated")
+    ref["nexus_model"] = {"fixed": fwd(nx).logits, "learnable": fwd(nl).logits, "gated": fwd(ng).logits}
 
     torch.manual_seed(0)
     ps = convert_to_parscale_model(load_backbone("tiny-qwen2-random"), P=3, n_tokens=4)
     ps.save_pretrained(root/"parscale_model")
     ref["parscale_model"] = {"logits": fwd(ps).logits, "gen": ps.generate(x_ids(1, 6), max_new_tokens=5, do_sample=False, pad_token_id=0)}
+    for fam in ("qwen3", "llama"):  # the other families, and trained prefixes folded out of their reparameterisation
+        pf = perturb(convert_to_parscale_model(stock(fam), P=2, n_tokens=4))
+        pf.save_pretrained(root/"parscale_families"/fam); ref["parscale_model"][fam] = fwd(pf).logits
+    torch.manual_seed(0)
+    pr = convert_to_parscale_model(load_backbone("tiny-qwen2-random"), P=2, n_tokens=4)
+    add_prefix_reparam(pr, r=4, hidden=8); perturb(pr)
+    ref["parscale_model"]["folded"] = fwd(pr).logits
+    fold_prefix_reparam(pr).save_pretrained(root/"parscale_families"/"folded")
 
     torch.manual_seed(0)
     cfg = poly_config("tiny", n_layers=1)
@@ -236,12 +253,13 @@ def read(root:Path) -> dict:
 
     def nexus_model():
         from moe_nb.nexus.model import load_nexus
-        return {k: fwd(load_nexus(root/"nexus_model"/k)).logits for k in ("fixed", "learnable")}
+        return {k: fwd(load_nexus(root/"nexus_model"/k)).logits for k in ("fixed", "learnable", "gated")}
 
     def parscale_model():
         from moe_nb.parscale.model import load_parscale
         ps = load_parscale(root/"parscale_model", P=3).eval()
-        return {"logits": fwd(ps).logits, "gen": ps.generate(x_ids(1, 6), max_new_tokens=5, do_sample=False, pad_token_id=0)}
+        return {"logits": fwd(ps).logits, "gen": ps.generate(x_ids(1, 6), max_new_tokens=5, do_sample=False, pad_token_id=0),
+                **{k: fwd(load_parscale(root/"parscale_families"/k, P=2)).logits for k in ("qwen3", "llama", "folded")}}
 
     def polychromatic_model():
         from moe_nb.polychromatic.model import load_polychromatic

@@ -77,12 +77,13 @@ def test_router_stats_and_expert_choice(both):
 
 def test_nexus_model(both):
     ref, got, _ = pair(both, "nexus_model")
-    for k in ("fixed", "learnable"): torch.testing.assert_close(got[k], ref[k], **exact, msg=k)
+    for k in ("fixed", "learnable", "gated"): torch.testing.assert_close(got[k], ref[k], **exact, msg=k)
 
 def test_parscale_model(both):
     ref, got, _ = pair(both, "parscale_model")
     torch.testing.assert_close(got["logits"], ref["logits"], **exact)
     assert torch.equal(got["gen"], ref["gen"])
+    for k in ("qwen3", "llama", "folded"): torch.testing.assert_close(got[k], ref[k], **exact, msg=k)  # the folded model: the trained reparameterisation's logits
 
 def test_polychromatic_model(both):
     ref, got, _ = pair(both, "polychromatic_model")
