@@ -22,8 +22,8 @@ import numpy as np
 __all__ = ['HEARTBEAT', 'STALE_AFTER_S', 'POSITIVE', 'NON_NEGATIVE', 'FRACTIONS', 'PIPELINE_PARAMS', 'param_hash', 'utc_stamp',
            'make_run_dir', 'update_metrics', 'open_run', 'heartbeat', 'read_metrics', 'run_status', 'find_run',
            'range_problems', 'PipelineParams', 'pipeline_params', 'TinyLmParams', 'run_nested', 'check_arms',
-           'ArmsParams', 'arm_summary', 'list_runs', 'fmt_value', 'format_table', 'runs_table', 'smooth_values',
-           'plot_metrics']
+           'ArmsParams', 'arm_summary', 'arm_rows', 'list_runs', 'fmt_value', 'format_table', 'runs_table',
+           'smooth_values', 'plot_metrics']
 
 # %% ../nbs/09_runs.ipynb #12cbfee5
 def param_hash(params:dict, n:int=8) -> str:
@@ -267,12 +267,17 @@ class ArmsParams(PipelineParams):
     "An experiment running the pipeline of `TARGET` (a params class) per arm and seed; a subclass declares `seeds`, `arms` and the shared dict named by `SHARED`."
     TARGET: ClassVar[type|None] = None
     SHARED: ClassVar[str] = ""
+    ROW_KEYS: ClassVar[tuple] = ()                 # the final metrics `rows` reads of each run
+    CURVE_KEYS: ClassVar[tuple] = ()               # the logged metrics of each run's curve
     def __post_init__(self):
         super().__post_init__()
         check_arms(self.TARGET, getattr(self, self.SHARED), self.arms, self.seeds)
     def arm_params(self, arm:str, seed:int, **extra) -> dict:
         "The parameters of one run: the shared ones, the arm's own over them, the seed, and `extra`."
         return {**getattr(self, self.SHARED), **self.arms[arm], "seed": seed, **extra}
+    def rows(self, runs:list[tuple[str, int, Path]]) -> tuple[list[dict], dict]:
+        "`arm_rows` of finished (arm, seed, run directory) triples, with the experiment's `ROW_KEYS` and `CURVE_KEYS`."
+        return arm_rows(runs, self.ROW_KEYS, self.CURVE_KEYS)
 
 def arm_summary(rows:list[dict], keys:tuple) -> list[dict]:
     "Per arm (in the rows' order): the number of seeds, and each key's mean and standard deviation (n - 1) over them."
@@ -283,6 +288,19 @@ def arm_summary(rows:list[dict], keys:tuple) -> list[dict]:
         sd = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
         out.append({"arm": arm, "n": len(rs), **{f"{k}_{f}": fn([r[k] for r in rs]) for k in keys for f, fn in (("mean", lambda v: float(np.mean(v))), ("sd", sd))}})
     return out
+
+# %% ../nbs/09_runs.ipynb #2873d242
+def arm_rows(runs:list[tuple[str, int, Path]], # (arm, seed, run directory) of each finished run
+             keys:tuple, curve:tuple=()) -> tuple[list[dict], dict]:
+    "Each run's final `keys` from its metrics.json (those it has), and its curve of the `curve` keys: {arm: {seed: [(step, *values)]}}."
+    rows, curves = [], {}
+    for arm, seed, d in runs:
+        m = load_json(Path(d)/"metrics.json")
+        rows.append({"arm": arm, "seed": seed, **{k: m[k] for k in keys if k in m}})
+        if curve:
+            curves.setdefault(arm, {})[seed] = [(r["step"], *(r[k] for k in curve)) for r in read_jsonl_log(Path(d)/"metrics.jsonl")
+                                               if all(k in r for k in curve)]
+    return rows, curves
 
 # %% ../nbs/09_runs.ipynb #666e45f6
 def list_runs(runs_dir:str|Path="runs", pipeline:str|None=None) -> list[dict]:

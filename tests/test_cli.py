@@ -140,7 +140,7 @@ def test_demo_list_and_presets_are_valid():
     "Every demo entry names a pipeline and one of its presets, and every preset of every pipeline passes the parameter check."
     from moe_nb.cli import demo_entries, find_notebook, load_presets, check_params, notebook_params
     entries = demo_entries()
-    assert {"tiny_lm", "nexus", "parscale_train", "polychromatic_pretrain", "polychromatic_eval"} <= {e["notebook"] for e in entries}
+    assert {"tiny_lm", "nexus", "nexus_domain", "parscale_train", "polychromatic_pretrain", "polychromatic_eval"} <= {e["notebook"] for e in entries}
     for e in entries:
         assert e["preset"] in load_presets(find_notebook(e["notebook"])), e
     for nb in sorted((ROOT/"nbs"/"pipelines").glob("*.ipynb")):

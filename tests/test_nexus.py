@@ -141,3 +141,34 @@ def test_deepseek_v3_router(tmp_path):
     (vd,) = list((tmp_path/"v"/"nexus_validate").iterdir())
     v = json.loads((vd/"metrics.json").read_text())
     assert abs(v["ppl"] - m["ppl_trained"]) <= 1e-6 * m["ppl_trained"] and abs(v["kl"] - m["kl_trained"]) <= 1e-6 * max(1, m["kl_trained"])
+
+def test_domain_adaptation(tmp_path):
+    """nexus_domain on its smoke preset: the four methods at one budget, each adapting to the domain, and an arm
+    interrupted after its first checkpoint resumes to the same numbers (ESFT: the frozen experts restored after the load)."""
+    from moe_nb.core import load_yaml
+    from moe_nb.nexus.pipelines import NexusDomainParams
+    r = moe_nb("run", "nexus_domain", "--preset", "smoke", "--runs-dir", tmp_path, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (rd,) = list((tmp_path/"nexus_domain").iterdir())
+    m, src = json.loads((rd/"metrics.json").read_text()), json.loads((rd/"source.json").read_text())
+    rows = {json.loads(l)["arm"]: json.loads(l) for l in (rd/"runs.jsonl").read_text().splitlines()}
+    assert m["status"] == "completed" and set(rows) == {"nexus", "lora", "esft", "full"}
+    budget = rows["nexus"]["trainable_params"]
+    assert rows["esft"]["trainable_params"] == budget and abs(rows["lora"]["trainable_params"] - budget) < 0.05 * budget
+    assert rows["full"]["trainable_share"] == 1.0 and 0 < rows["nexus"]["trainable_share"] < 0.05
+    for arm, row in rows.items():
+        assert row["domain_ppl"] < src["domain_ppl"] and row["general_kl"] > 0, (arm, row, src)
+        assert m[f"{arm}_domain_ppl_mean"] == row["domain_ppl"]
+    for png in ("domain.png", "tradeoff.png"): assert (rd/png).read_bytes()[:4] == b"\x89PNG"
+    # a crash between the checkpoints at steps 3 and 6: the last checkpoint, the result and the later metrics gone
+    arm = rd/"arms"/"esft-s0"
+    before = json.loads((arm/"result.json").read_text())
+    (arm/"result.json").unlink()
+    import shutil; shutil.rmtree(arm/"checkpoints"/"step-0000006")
+    lines = (arm/"metrics.jsonl").read_text().splitlines()
+    (arm/"metrics.jsonl").write_text("".join(l + "\n" for l in lines if json.loads(l).get("step", 0) <= 3))
+    p = NexusDomainParams.from_dict(load_yaml(rd/"params.yaml"))
+    after = p.run_arm(rd, "esft", 0, p.domain_data(rd))
+    for k in ("domain_nll", "general_nll", "general_kl"): assert abs(after[k] - before[k]) < 1e-6, (k, after[k], before[k])
+    steps = [json.loads(l)["step"] for l in (arm/"metrics.jsonl").read_text().splitlines() if "step" in json.loads(l)]
+    assert steps == sorted(set(steps)) and steps[-1] == 6 and "resumed from" in (arm/"run.log").read_text()

@@ -15,8 +15,8 @@ from ..core import load_yaml
 from ..runs import PipelineParams, ArmsParams, find_run
 
 # %% auto #0
-__all__ = ['NexusModelParams', 'NexusParams', 'collect_job', 'precompute_job', 'distill_job', 'NexusValidateParams',
-           'NexusCompareParams', 'compare_rows']
+__all__ = ['DOMAIN_ARM_KEYS', 'NexusModelParams', 'NexusParams', 'collect_job', 'precompute_job', 'distill_job',
+           'NexusValidateParams', 'NexusCompareParams', 'NexusDomainParams', 'domain_curves']
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #8ab6bb17
 @dataclass(kw_only=True)
@@ -328,6 +328,8 @@ class NexusCompareParams(ArmsParams):
     PIPELINE: ClassVar[str] = "nexus_compare"
     TARGET: ClassVar[type] = NexusParams
     SHARED: ClassVar[str] = "nexus_params"
+    ROW_KEYS: ClassVar[tuple] = ("kl_untrained", "kl_trained", "ppl_trained", "ppl_original", "trainable_share")
+    CURVE_KEYS: ClassVar[tuple] = ("eval_kl", "eval_ppl")
     seeds: list[int]
     arms: dict                                     # arm name -> its nexus parameters
     nexus_params: dict                             # nexus parameters of every arm (the arm's own take precedence)
@@ -335,12 +337,115 @@ class NexusCompareParams(ArmsParams):
         "The nexus parameters of one run: the shared ones, the arm's, the seed, and the router statistics collected once (`stats`)."
         return super().arm_params(arm, seed, **({"pca_stats": str(stats)} if stats else {}))
 
-def compare_rows(runs:list[tuple[str, int, Path]]) -> tuple[list[dict], dict]:
-    "Final metrics per (arm, seed) run, and the held-out curves: {arm: {seed: [(step, eval_kl, eval_ppl)]}}."
+# %% ../../nbs/nexus/22_pipelines.ipynb #b7a1ee5c
+DOMAIN_ARM_KEYS = ("method", "lr", "steps", "kl_weight", "weight_decay", "warmup_steps", "scale", "init", "esft_score")
+
+@dataclass(kw_only=True)
+class NexusDomainParams(PipelineParams):
+    "Parameters of the nexus_domain pipeline."
+    PIPELINE: ClassVar[str] = "nexus_domain"
+    seeds: list[int]
+    arms: dict                                     # arm name -> {method: nexus | lora | esft | full, and overrides of lr, steps, kl_weight, weight_decay, warmup_steps, scale, init, esft_score}
+    device: str
+    model: str                                     # zoo name, local path or hub name of a GPT-OSS causal LM
+    model_kw: dict                                 # extra arguments of load_backbone
+    dtype: str
+    domain: str                                    # "embedded" (the embedded instructions in chat format), or a text/messages JSONL file, directory or datasets name
+    domain_n: int                                  # embedded domain: instruction samples
+    general: str                                   # the general text the KL keeps: "embedded" (the corpus), or a text/messages file, directory or datasets name
+    docs_per_domain: int                           # embedded general text: documents per corpus domain
+    train_corpus_seed: int                         # embedded general text: the corpus seed of the training blocks (held-out ones are the model's own)
+    seq_len: int
+    n_eval: int                                    # held-out blocks of each text
+    collect_tokens: int                            # router statistics on the domain (NEXUS's PCA choice, ESFT's ranking)
+    k: int|None                                    # NEXUS: experts the PCA choice averages (None: 24, capped at the number of experts)
+    init: str                                      # NEXUS initialisation (see the nexus pipeline)
+    scale: float                                   # NEXUS: routed + scale * shared
+    esft_score: str                                # ESFT ranks experts by token share (token) or mean router probability (gate)
+    lora_targets: list[str]                        # LoRA: the linear layers adapted (its rank matches NEXUS's budget)
+    kl_weight: float                               # lambda: weight of the KL to the source on general text
+    ref_topk: int                                  # source logits kept per general position for the training KL (with the tail mass)
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    eval_every: int                                # held-out domain/general perplexity and KL every N steps into each arm's metrics.jsonl
+    save_every: int                                # checkpoints every N steps, for resuming an interrupted arm (0: at the end only)
+    tracker: str                                   # tensorboard, wandb, trackio or none
+
+    def __post_init__(self):
+        from moe_nb.core import ConfigError
+        from moe_nb.nexus.domain import METHODS, ESFT_SCORES
+        super().__post_init__()
+        if not self.arms or not self.seeds: raise ConfigError(f"parameters 'arms' and 'seeds' must not be empty, got {self.arms!r}, {self.seeds!r}")
+        for a, o in self.arms.items():
+            if not isinstance(o, dict) or o.get("method") not in METHODS:
+                raise ConfigError(f"parameter arms[{a!r}]: expected a dict with 'method' one of {METHODS}, got {o!r}")
+            if bad := sorted(set(o) - set(DOMAIN_ARM_KEYS)): raise ConfigError(f"parameter arms[{a!r}]: {bad} cannot be set per arm; expected some of {DOMAIN_ARM_KEYS}")
+        if self.esft_score not in ESFT_SCORES: raise ConfigError(f"parameter 'esft_score': expected one of {ESFT_SCORES}, got {self.esft_score!r}")
+        if self.kl_weight < 0 or self.ref_topk < 1: raise ConfigError(f"kl_weight={self.kl_weight}, ref_topk={self.ref_topk}: expected >= 0 and >= 1")
+
+# %% ../../nbs/nexus/22_pipelines.ipynb #20374734
+@patch
+def domain_data(self:NexusDomainParams, run:Path) -> dict:
+    "Blocks of both texts, the source's outputs on the general ones, its evaluation, router statistics and NEXUS's expert choice; computed once per run directory."
+    from moe_nb.core import get_device, save_tensors, load_tensors, save_json, load_json
+    from moe_nb.zoo import load_backbone, tokenizer_for
+    from moe_nb.nexus.distill import nexus_blocks
+    from moe_nb.nexus.model import RouterStats, collect_router_stats, choose_experts
+    from moe_nb.nexus.domain import domain_blocks, source_outputs, domain_eval
+    tok, run = tokenizer_for(self.model), Path(run)
+    d_train, d_val = domain_blocks(tok, self.domain, self.domain_n, self.seq_len, self.n_eval, seed=0)
+    g_train, g_val = nexus_blocks(tok, self.general, self.docs_per_domain, self.seq_len, self.n_eval, self.train_corpus_seed)
+    data = {"tok": tok, "d_train": d_train, "d_val": d_val, "g_train": g_train, "g_val": g_val}
+    if not (run/"source.json").exists():
+        src = load_backbone(self.model, expect=("gpt_oss",), **self.model_kw).to(get_device(self.device)).eval()
+        ref_train, ref_val = source_outputs(src, g_train, self.ref_topk, self.batch_size), source_outputs(src, g_val, None, self.batch_size)
+        save_tensors({f"train_{k}": v for k, v in ref_train.items()} | {f"val_{k}": v for k, v in ref_val.items()}, run/"source_outputs.safetensors")
+        collect_router_stats(src, d_train, self.collect_tokens, batch_size=self.batch_size, progress=False).save(run/"router_stats.safetensors")
+        save_json(choose_experts(RouterStats.load(run/"router_stats.safetensors"), self.k), run/"expert_choice.json")
+        save_json(domain_eval(src, d_val, g_val, ref_val, self.batch_size), run/"source.json")  # last: marks the data complete
+    t = load_tensors(run/"source_outputs.safetensors")
+    return data | {"ref_train": {k[6:]: v for k, v in t.items() if k.startswith("train_")}, "ref_val": {k[4:]: v for k, v in t.items() if k.startswith("val_")},
+                   "stats": RouterStats.load(run/"router_stats.safetensors"), "choice": load_json(run/"expert_choice.json"), "source": load_json(run/"source.json")}
+
+# %% ../../nbs/nexus/22_pipelines.ipynb #36868dbc
+@patch
+def run_arm(self:NexusDomainParams, run:Path, arm:str, seed:int, data:dict) -> dict:
+    "One (arm, seed): trained in `run/arms/<arm>-s<seed>` (resumed from its checkpoint if interrupted), or read back if finished; its result row."
+    import math, time
+    from moe_nb.core import get_device, save_json, load_json
+    from moe_nb.engine import Trainer, TrainConfig, count_params
+    from moe_nb.zoo import load_backbone
+    from moe_nb.nexus.domain import prepare_adaptation, DomainMix, DomainLoss, domain_eval
+    d = Path(run)/"arms"/f"{arm}-s{seed}"
+    if (d/"result.json").exists(): return load_json(d/"result.json")
+    o = {**{k: getattr(self, k) for k in DOMAIN_ARM_KEYS if k != "method"}, **self.arms[arm]}
+    src = load_backbone(self.model, expect=("gpt_oss",), **self.model_kw).to(get_device(self.device))
+    a = prepare_adaptation(src, o["method"], data["stats"], data["choice"], init=o["init"], scale=o["scale"], seed=seed,
+                           lora_targets=tuple(self.lora_targets), esft_score=o["esft_score"])
+    ev = lambda m: domain_eval(m, data["d_val"], data["g_val"], data["ref_val"], self.batch_size)
+    cfg = TrainConfig(steps=o["steps"], batch_size=self.batch_size, lr=o["lr"], weight_decay=o["weight_decay"], warmup_steps=o["warmup_steps"],
+                      seed=seed, log_every=math.gcd(self.eval_every, max(1, o["steps"] // 50)), eval_every=self.eval_every, save_every=self.save_every, keep_checkpoints=2,
+                      tracker=self.tracker, progress=False, cpu=get_device(self.device).type == "cpu")
+    t0 = time.time()
+    tr = Trainer(a["model"], cfg, DomainMix(data["d_train"], data["g_train"], data["ref_train"]), run_dir=d, loss_fn=DomainLoss(o["kl_weight"]),
+                 hooks=a["hooks"], trainable=a["trainable"], eval_fn=lambda t: {f"eval_{k}": v for k, v in ev(t.unwrapped).items()})
+    tr.fit()
+    n_total = count_params(tr.unwrapped)[1] - (a["n_trainable"] if o["method"] in ("nexus", "lora") else 0)  # the source's parameters
+    row = {"arm": arm, "seed": seed, "method": o["method"], "trainable_params": a["n_trainable"], "trainable_share": a["n_trainable"] / n_total,
+           **ev(tr.unwrapped.eval()), **a["detail"], **{k: o[k] for k in ("kl_weight", "lr", "steps")}, "train_s": time.time() - t0}
+    save_json(row, d/"result.json")
+    return row
+
+# %% ../../nbs/nexus/22_pipelines.ipynb #a05d016a
+def domain_curves(run:Path) -> dict:
+    "Held-out curves of every finished arm of a nexus_domain run: {arm: {seed: [(step, domain_ppl, general_ppl, general_kl)]}}."
     from moe_nb.core import load_json, read_jsonl_log
-    rows, curves = [], {}
-    for arm, seed, d in runs:
-        m = load_json(Path(d)/"metrics.json")
-        rows.append({"arm": arm, "seed": seed, **{k: m[k] for k in ("kl_untrained", "kl_trained", "ppl_trained", "ppl_original", "trainable_share") if k in m}})
-        curves.setdefault(arm, {})[seed] = [(r["step"], r["eval_kl"], r["eval_ppl"]) for r in read_jsonl_log(Path(d)/"metrics.jsonl") if "eval_kl" in r]
-    return rows, curves
+    out = {}
+    for r in sorted(Path(run).glob("arms/*/result.json")):
+        row = load_json(r)
+        out.setdefault(row["arm"], {})[row["seed"]] = [(m["step"], m["eval_domain_ppl"], m["eval_general_ppl"], m["eval_general_kl"])
+                                                       for m in read_jsonl_log(r.parent/"metrics.jsonl") if "eval_domain_ppl" in m]
+    return out

@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from ..runs import PipelineParams, ArmsParams, find_run
 
 # %% auto #0
-__all__ = ['ParscaleMultiParams', 'ParscaleSummaryParams', 'ParscaleTrainParams', 'ParscaleSweepParams', 'sweep_rows']
+__all__ = ['ParscaleMultiParams', 'ParscaleSummaryParams', 'ParscaleTrainParams', 'ParscaleSweepParams']
 
 # %% ../../nbs/parscale/42_pipelines.ipynb #1ab4b746
 @dataclass(kw_only=True)
@@ -33,6 +33,7 @@ class ParscaleSummaryParams(PipelineParams):
     PIPELINE: ClassVar[str] = "parscale_summary"
     runs: str                                      # a directory holding parscale_train runs (searched recursively), or latest: the newest parscale_multi run
     fixed_alpha: float                             # used when the runs hold a single model size: alpha cannot be fitted then (the paper's Pile value)
+    n_count: Literal["parscale", "backbone"]       # N of the fit: the ParScale model's non-embedding parameters (prefixes and aggregator included), or the backbone's (the same for every P)
 
     def train_rows(self, run) -> list[dict]:
         "One row per completed parscale_train run under `runs` (or the newest parscale_multi run's): P, N, seed and losses."
@@ -44,7 +45,8 @@ class ParscaleSummaryParams(PipelineParams):
             d = load_json(m)
             if d.get("status") != "completed": continue
             prm = load_yaml(m.parent/"params.yaml") if (m.parent/"params.yaml").exists() else {}
-            rows.append({"run": m.parent.name, "P": d["P"], "N": d["non_embedding_params"], "backbone_params": d["backbone_params"],
+            N = d["non_embedding_params"] - (d.get("parscale_params", 0) if self.n_count == "backbone" else 0)
+            rows.append({"run": m.parent.name, "P": d["P"], "N": N, "backbone_params": d["backbone_params"],
                          "seed": prm.get("seed"), "eval_loss": d["eval_loss"], "backbone_eval_loss": d["backbone_eval_loss"],
                          "gain": d["gain_vs_backbone"], "collapse_share": d.get("collapse_share"), "entropy_ratio": d.get("entropy_ratio")})
         if not rows: raise FileNotFoundError(f"no completed parscale_train runs under {root}")
@@ -119,16 +121,8 @@ class ParscaleSweepParams(ArmsParams):
     PIPELINE: ClassVar[str] = "parscale_sweep"
     TARGET: ClassVar[type] = ParscaleTrainParams
     SHARED: ClassVar[str] = "train_params"
+    ROW_KEYS: ClassVar[tuple] = ("P", "eval_loss", "backbone_eval_loss", "gain_vs_backbone", "collapse_share", "entropy_ratio")
+    CURVE_KEYS: ClassVar[tuple] = ("w_collapse_share",)
     seeds: list[int]
     arms: dict                                     # arm name -> its parscale_train parameters
     train_params: dict                             # parscale_train parameters of every arm (the arm's own take precedence)
-
-def sweep_rows(runs:list[tuple[str, int, Path]]) -> tuple[list[dict], dict]:
-    "Final metrics per (arm, seed) run, and the collapse share during training: {arm: {seed: [(step, share)]}}."
-    from moe_nb.core import load_json, read_jsonl_log
-    rows, curves = [], {}
-    for arm, seed, d in runs:
-        m = load_json(Path(d)/"metrics.json")
-        rows.append({"arm": arm, "seed": seed, **{k: m[k] for k in ("P", "eval_loss", "backbone_eval_loss", "gain_vs_backbone", "collapse_share", "entropy_ratio")}})
-        curves.setdefault(arm, {})[seed] = [(r["step"], r["w_collapse_share"]) for r in read_jsonl_log(Path(d)/"metrics.jsonl") if "w_collapse_share" in r]
-    return rows, curves
