@@ -374,24 +374,34 @@ class NexusDomainParams(PipelineParams):
     save_every: int                                # checkpoints every N steps, for resuming an interrupted arm (0: at the end only)
     tracker: str                                   # tensorboard, wandb, trackio or none
 
-    def __post_init__(self):
-        from moe_nb.core import ConfigError
-        from moe_nb.nexus.domain import METHODS, ESFT_SCORES
-        super().__post_init__()
-        if not self.arms or not self.seeds: raise ConfigError(f"parameters 'arms' and 'seeds' must not be empty, got {self.arms!r}, {self.seeds!r}")
-        for a, o in self.arms.items():
-            if not isinstance(o, dict) or o.get("method") not in METHODS:
-                raise ConfigError(f"parameter arms[{a!r}]: expected a dict with 'method' one of {METHODS}, got {o!r}")
-            if bad := sorted(set(o) - set(DOMAIN_ARM_KEYS)): raise ConfigError(f"parameter arms[{a!r}]: {bad} cannot be set per arm; expected some of {DOMAIN_ARM_KEYS}")
-        if self.esft_score not in ESFT_SCORES: raise ConfigError(f"parameter 'esft_score': expected one of {ESFT_SCORES}, got {self.esft_score!r}")
-        if self.kl_weight < 0 or self.ref_topk < 1: raise ConfigError(f"kl_weight={self.kl_weight}, ref_topk={self.ref_topk}: expected >= 0 and >= 1")
+# %% ../../nbs/nexus/22_pipelines.ipynb #a582b107
+@patch
+def __post_init__(self:NexusDomainParams):  # noqa: F811 (patched onto its class)
+    from moe_nb.core import ConfigError
+    from moe_nb.nexus.domain import METHODS, ESFT_SCORES
+    PipelineParams.__post_init__(self)
+    if not self.arms or not self.seeds: raise ConfigError(f"parameters 'arms' and 'seeds' must not be empty, got {self.arms!r}, {self.seeds!r}")
+    for a, o in self.arms.items():
+        if not isinstance(o, dict) or o.get("method") not in METHODS:
+            raise ConfigError(f"parameter arms[{a!r}]: expected a dict with 'method' one of {METHODS}, got {o!r}")
+        if bad := sorted(set(o) - set(DOMAIN_ARM_KEYS)): raise ConfigError(f"parameter arms[{a!r}]: {bad} cannot be set per arm; expected some of {DOMAIN_ARM_KEYS}")
+    if self.esft_score not in ESFT_SCORES: raise ConfigError(f"parameter 'esft_score': expected one of {ESFT_SCORES}, got {self.esft_score!r}")
+    if self.kl_weight < 0 or self.ref_topk < 1: raise ConfigError(f"kl_weight={self.kl_weight}, ref_topk={self.ref_topk}: expected >= 0 and >= 1")
 
 # %% ../../nbs/nexus/22_pipelines.ipynb #20374734
 @patch
+def load_source(self:NexusDomainParams):
+    "The frozen source GPT-OSS on the run's device (a real checkpoint in `dtype`)."
+    from moe_nb.core import get_device
+    from moe_nb.zoo import load_backbone
+    kw = dict(self.model_kw) if self.model.startswith("tiny-") else {"dtype": self.dtype, **self.model_kw}
+    return load_backbone(self.model, expect=("gpt_oss",), **kw).to(get_device(self.device))
+
+@patch
 def domain_data(self:NexusDomainParams, run:Path) -> dict:
     "Blocks of both texts, the source's outputs on the general ones, its evaluation, router statistics and NEXUS's expert choice; computed once per run directory."
-    from moe_nb.core import get_device, save_tensors, load_tensors, save_json, load_json
-    from moe_nb.zoo import load_backbone, tokenizer_for
+    from moe_nb.core import save_tensors, load_tensors, save_json, load_json
+    from moe_nb.zoo import tokenizer_for
     from moe_nb.nexus.distill import nexus_blocks
     from moe_nb.nexus.model import RouterStats, collect_router_stats, choose_experts
     from moe_nb.nexus.domain import domain_blocks, source_outputs, domain_eval
@@ -400,7 +410,7 @@ def domain_data(self:NexusDomainParams, run:Path) -> dict:
     g_train, g_val = nexus_blocks(tok, self.general, self.docs_per_domain, self.seq_len, self.n_eval, self.train_corpus_seed)
     data = {"tok": tok, "d_train": d_train, "d_val": d_val, "g_train": g_train, "g_val": g_val}
     if not (run/"source.json").exists():
-        src = load_backbone(self.model, expect=("gpt_oss",), **self.model_kw).to(get_device(self.device)).eval()
+        src = self.load_source().eval()
         ref_train, ref_val = source_outputs(src, g_train, self.ref_topk, self.batch_size), source_outputs(src, g_val, None, self.batch_size)
         save_tensors({f"train_{k}": v for k, v in ref_train.items()} | {f"val_{k}": v for k, v in ref_val.items()}, run/"source_outputs.safetensors")
         collect_router_stats(src, d_train, self.collect_tokens, batch_size=self.batch_size, progress=False).save(run/"router_stats.safetensors")
@@ -417,13 +427,11 @@ def run_arm(self:NexusDomainParams, run:Path, arm:str, seed:int, data:dict) -> d
     import math, time
     from moe_nb.core import get_device, save_json, load_json
     from moe_nb.engine import Trainer, TrainConfig, count_params
-    from moe_nb.zoo import load_backbone
     from moe_nb.nexus.domain import prepare_adaptation, DomainMix, DomainLoss, domain_eval
     d = Path(run)/"arms"/f"{arm}-s{seed}"
     if (d/"result.json").exists(): return load_json(d/"result.json")
     o = {**{k: getattr(self, k) for k in DOMAIN_ARM_KEYS if k != "method"}, **self.arms[arm]}
-    src = load_backbone(self.model, expect=("gpt_oss",), **self.model_kw).to(get_device(self.device))
-    a = prepare_adaptation(src, o["method"], data["stats"], data["choice"], init=o["init"], scale=o["scale"], seed=seed,
+    a = prepare_adaptation(self.load_source(), o["method"], data["stats"], data["choice"], init=o["init"], scale=o["scale"], seed=seed,
                            lora_targets=tuple(self.lora_targets), esft_score=o["esft_score"])
     ev = lambda m: domain_eval(m, data["d_val"], data["g_val"], data["ref_val"], self.batch_size)
     cfg = TrainConfig(steps=o["steps"], batch_size=self.batch_size, lr=o["lr"], weight_decay=o["weight_decay"], warmup_steps=o["warmup_steps"],
