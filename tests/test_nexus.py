@@ -159,7 +159,7 @@ def test_domain_adaptation(tmp_path):
     for arm, row in rows.items():
         assert row["domain_ppl"] < src["domain_ppl"] and row["general_kl"] > 0, (arm, row, src)
         assert m[f"{arm}_domain_ppl_mean"] == row["domain_ppl"]
-    for png in ("domain.png", "tradeoff.png"): assert (rd/png).read_bytes()[:4] == b"\x89PNG"
+    for png in ("domain.png", "tradeoff.png", "frontier.png"): assert (rd/png).read_bytes()[:4] == b"\x89PNG"
     # a crash between the checkpoints at steps 3 and 6: the last checkpoint, the result and the later metrics gone
     arm = rd/"arms"/"esft-s0"
     before = json.loads((arm/"result.json").read_text())
