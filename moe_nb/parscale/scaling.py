@@ -11,7 +11,8 @@ import itertools, math
 import numpy as np
 
 # %% auto #0
-__all__ = ['GRID', 'PAPER_FIT', 'paper_losses', 'parscale_law', 'huber', 'fit_parscale_law', 'plot_fit', 'inference_cost']
+__all__ = ['GRID', 'PAPER_FIT', 'paper_losses', 'parscale_law', 'huber', 'law_objective', 'fit_parscale_law', 'plot_fit',
+           'inference_cost']
 
 # %% ../../nbs/parscale/41_scaling.ipynb #5185df18
 _SIZES = {1: [535813376, 693753856, 1088376320, 1571472384, 2774773760, 4353203200],
@@ -41,6 +42,21 @@ def huber(r, delta:float=1e-3):
     a = np.abs(r)
     return np.where(a <= delta, 0.5 * r ** 2, delta * (a - 0.5 * delta))
 
+# %% ../../nbs/parscale/41_scaling.ipynb #67753dc2
+def law_objective(N, P, loss, names:list[str], fixed:dict, delta:float=1e-3, n_unit:float=1e9):
+    "The fit's objective of the free parameters `names` (the others `fixed`): theta -> (summed Huber penalty of the log-residuals, its gradient)."
+    N, lnP, lnL = np.asarray(N, float), np.log(np.asarray(P, float)), np.log(np.asarray(loss, float))
+    def f(th):
+        p = {**fixed, **dict(zip(names, th))}
+        g = 1 + p["k"] * lnP
+        u = p["A"] * n_unit / (N * g)
+        t = u ** p["alpha"]; pred = p["E"] + t
+        r = np.log(pred) - lnL
+        dh = np.where(np.abs(r) <= delta, r, delta * np.sign(r)) / pred
+        d = {"E": dh.sum(), "A": (dh * p["alpha"] * t / p["A"]).sum(), "alpha": (dh * t * np.log(u)).sum(), "k": -(dh * p["alpha"] * t * lnP / g).sum()}
+        return huber(r, delta).sum(), np.array([d[n] for n in names])
+    return f
+
 # %% ../../nbs/parscale/41_scaling.ipynb #4e4eba71
 GRID = {"E": [0.0, 0.5, 1.0, 1.5], "A": [0.01, 0.1, 1.0, 10.0], "alpha": [0.1, 0.3, 0.5], "k": [0.1, 0.5, 1.0]}
 
@@ -55,11 +71,11 @@ def fit_parscale_law(N, P, loss, delta:float=1e-3, grid:dict=GRID, n_unit:float=
     if len(L) < len(names): raise ValueError(f"{len(L)} points cannot determine {len(names)} parameters {names}; fix some with `fixed`")
     bounds = {"E": (0, None), "A": (1e-10, None), "alpha": (1e-3, 3.0), "k": (0, 10.0)}
     def full(th): return {**fixed, **dict(zip(names, th))}
-    obj = lambda th: huber(np.log(parscale_law(N, P, n_unit=n_unit, **full(th))) - np.log(L), delta).sum()
+    obj = law_objective(N, P, L, names, fixed, delta, n_unit)
     best = None
     for start in itertools.product(*(grid[k] for k in names)):
         with np.errstate(all="ignore"):
-            r = minimize(obj, start, method="L-BFGS-B", bounds=[bounds[k] for k in names], options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000})
+            r = minimize(obj, start, jac=True, method="L-BFGS-B", bounds=[bounds[k] for k in names], options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000})
         if np.isfinite(r.fun) and (best is None or r.fun < best.fun): best = r
     params = full(best.x)
     pred = parscale_law(N, P, n_unit=n_unit, **params)
