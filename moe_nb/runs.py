@@ -291,11 +291,11 @@ def arm_summary(rows:list[dict], keys:tuple) -> list[dict]:
 
 # %% ../nbs/09_runs.ipynb #2873d242
 def arm_rows(runs:list[tuple[str, int, Path]], # (arm, seed, run directory) of each finished run
-             keys:tuple, curve:tuple=()) -> tuple[list[dict], dict]:
-    "Each run's final `keys` from its metrics.json (those it has), and its curve of the `curve` keys: {arm: {seed: [(step, *values)]}}."
+             keys:tuple, curve:tuple=(), final:str="metrics.json") -> tuple[list[dict], dict]:
+    "Each run's final `keys` from its `final` file (those it has), and its curve of the `curve` keys: {arm: {seed: [(step, *values)]}}."
     rows, curves = [], {}
     for arm, seed, d in runs:
-        m = load_json(Path(d)/"metrics.json")
+        m = load_json(Path(d)/final)
         rows.append({"arm": arm, "seed": seed, **{k: m[k] for k in keys if k in m}})
         if curve:
             curves.setdefault(arm, {})[seed] = [(r["step"], *(r[k] for k in curve)) for r in read_jsonl_log(Path(d)/"metrics.jsonl")

@@ -450,10 +450,7 @@ def run_arm(self:NexusDomainParams, run:Path, arm:str, seed:int, data:dict) -> d
 # %% ../../nbs/nexus/22_pipelines.ipynb #a05d016a
 def domain_curves(run:Path) -> dict:
     "Held-out curves of every finished arm of a nexus_domain run: {arm: {seed: [(step, domain_ppl, general_ppl, general_kl)]}}."
-    from moe_nb.core import load_json, read_jsonl_log
-    out = {}
-    for r in sorted(Path(run).glob("arms/*/result.json")):
-        row = load_json(r)
-        out.setdefault(row["arm"], {})[row["seed"]] = [(m["step"], m["eval_domain_ppl"], m["eval_general_ppl"], m["eval_general_kl"])
-                                                       for m in read_jsonl_log(r.parent/"metrics.jsonl") if "eval_domain_ppl" in m]
-    return out
+    from moe_nb.core import load_json
+    from moe_nb.runs import arm_rows
+    done = [(row["arm"], row["seed"], r.parent) for r in sorted(Path(run).glob("arms/*/result.json")) for row in [load_json(r)]]
+    return arm_rows(done, (), ("eval_domain_ppl", "eval_general_ppl", "eval_general_kl"), final="result.json")[1]
