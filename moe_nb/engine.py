@@ -23,8 +23,8 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['TRACKERS', 'TrainConfig', 'lr_factor', 'count_params', 'set_trainable', 'param_groups', 'add_lora', 'model_loss',
            'IndexStream', 'default_collate', 'batches', 'loss_sums', 'latest_checkpoint', 'NonFiniteLossError',
-           'Trainer', 'save_checkpoint', 'load_checkpoint', 'evaluate', 'LogWindow', 'process_rss_mb', 'MemoryMonitor',
-           'read_tracker_log']
+           'deepspeed_requested', 'process_state', 'deepspeed_settings', 'Trainer', 'save_checkpoint',
+           'load_checkpoint', 'evaluate', 'LogWindow', 'process_rss_mb', 'MemoryMonitor', 'read_tracker_log']
 
 # %% ../nbs/05_engine.ipynb #141def16
 TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}  # tracker -> the package it needs
@@ -235,6 +235,26 @@ def latest_checkpoint(run_dir:str|Path) -> Path|None:
 class NonFiniteLossError(RuntimeError):
     "Training stopped because the loss or the gradient norm was NaN or infinite."
 
+# %% ../nbs/05_engine.ipynb #3fc47757
+def deepspeed_requested() -> bool:
+    "Whether this process was started by `accelerate launch` with a DeepSpeed config."
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and int(os.environ.get("LOCAL_RANK", -1)) >= 0
+
+def process_state(cpu:bool=False):
+    "accelerate's shared process state, set up as the engine needs it (DeepSpeed without CUDA: gloo, every rank counted)."
+    from accelerate import PartialState
+    if deepspeed_requested() and not torch.cuda.is_available(): return PartialState(backend="gloo")
+    if deepspeed_requested() and cpu:
+        raise ValueError("cpu=True with a DeepSpeed accelerate config on a CUDA machine: accelerate would drop DeepSpeed; "
+                         "set cpu=False, or launch without the DeepSpeed config")
+    return PartialState(cpu=cpu)
+
+def deepspeed_settings(ds_config:dict, cfg:TrainConfig, world:int) -> dict:
+    "Make a DeepSpeed config agree with the engine: the micro-batch, the accumulation and the clipping are `cfg`'s."
+    ds_config.update(train_micro_batch_size_per_gpu=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+                     train_batch_size=cfg.batch_size * cfg.grad_accum * world, gradient_clipping=cfg.clip_norm or 0.0)
+    return ds_config
+
 # %% ../nbs/05_engine.ipynb #8348c514
 class Trainer:
     "The one training loop of moe_nb."
@@ -253,12 +273,15 @@ class Trainer:
         dev = torch.device("cpu") if cfg.cpu else get_device()
         mp = precision_name(get_dtype(dev)) if cfg.precision == "auto" else cfg.precision
         trackers = None if cfg.tracker == "none" else cfg.tracker
-        self.acc = Accelerator(cpu=cfg.cpu, mixed_precision=mp, log_with=trackers, project_dir=str(self.run_dir))
+        process_state(cfg.cpu)  # the Accelerator shares it; DeepSpeed without CUDA must not see cpu=True (accelerate would drop it)
+        ds_cpu = deepspeed_requested() and not torch.cuda.is_available()
+        self.acc = Accelerator(cpu=cfg.cpu and not ds_cpu, mixed_precision=mp, log_with=trackers, project_dir=str(self.run_dir))
         set_seed(cfg.seed)
         if trainable is not ...: set_trainable(model, trainable)
         self.n_trainable, self.n_total = count_params(model)
         groups = param_groups(model, cfg.weight_decay, cfg.no_decay)
         opt = optimizer_fn(groups, cfg) if optimizer_fn else torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+        if self.acc.state.deepspeed_plugin is not None: deepspeed_settings(self.acc.state.deepspeed_plugin.deepspeed_config, cfg, self.acc.num_processes)
         self.model, self.opt = self.acc.prepare(model, opt)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
         self.stream = IndexStream(len(train_data), cfg.seed, shuffle=not getattr(train_data, "ordered", False))
@@ -293,7 +316,8 @@ def save_checkpoint(self:Trainer) -> Path:
     if self.is_main:
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
         save_tensors(w, tmp/"model.safetensors", {"step": self.step})
-        torch.save(self.opt.state_dict(), tmp/"optimizer.pt"); torch.save(self.sched.state_dict(), tmp/"scheduler.pt")
+        if self.acc.distributed_type.name != "DEEPSPEED": torch.save(self.opt.state_dict(), tmp/"optimizer.pt")  # ZeRO's: in accelerate/
+        torch.save(self.sched.state_dict(), tmp/"scheduler.pt")
     self.acc.wait_for_everyone()
     torch.save(_rng_state(), tmp/f"rng-{self.acc.process_index}.pt")
     if self.acc.distributed_type.name == "DEEPSPEED": self.acc.save_state(str(tmp/"accelerate"))
@@ -398,13 +422,15 @@ class LogWindow:
 def _accumulate(self:Trainer, step:int) -> dict:
     "Forward and backward over the step's `grad_accum` micro-batches; the loss terms averaged over them and over processes."
     cfg, acc, terms = self.cfg, self.acc, {}
+    ds = acc.distributed_type.name == "DEEPSPEED"
     for k in range(cfg.grad_accum):
         batch = self._batch(step * cfg.grad_accum + k)
         sync = k == cfg.grad_accum - 1 or acc.num_processes == 1
+        if ds: acc.gradient_state._set_sync_gradients(k == cfg.grad_accum - 1)  # DeepSpeed updates after the last one
         with (nullcontext() if sync else acc.no_sync(self.model)):
             with acc.autocast(): out = self.loss_fn(self.model, batch)
             out = out if isinstance(out, dict) else {"loss": out}
-            acc.backward(out["loss"] / cfg.grad_accum)
+            acc.backward(out["loss"] if ds else out["loss"] / cfg.grad_accum)  # DeepSpeed divides by its accumulation steps
         for n, v in out.items(): terms[n] = terms.get(n, 0.0) + v.detach().float() / cfg.grad_accum
         self.tokens += batch["input_ids"].numel() * acc.num_processes
     names = sorted(terms)

@@ -21,8 +21,8 @@ from .runs import make_run_dir, update_metrics, utc_stamp
 __all__ = ['CHECKS', 'EXTRAS', 'TINY', 'REAL_SHAPES', 'BENCHES', 'REQUIRED', 'OPTIONAL', 'MODEL_KINDS', 'Skip', 'Check',
            'gpu_check', 'missing', 'close', 'run_checks', 'check_chunked_ce', 'check_packed_documents',
            'check_flash_varlen', 'check_experts_kernels', 'bf16_steps', 'check_bf16_training', 'check_polyglu_compile',
-           'check_gpu_clustering', 'run_benches', 'environment', 'report_markdown', 'plot_report', 'gpu_check_run',
-           'devices', 'env_check']
+           'check_gpu_clustering', 'zero2_job', 'check_zero2_resume', 'run_benches', 'environment', 'report_markdown',
+           'plot_report', 'gpu_check_run', 'devices', 'env_check']
 
 # %% ../nbs/91_gpu.ipynb #d27fd8ab
 class Skip(Exception):
@@ -264,6 +264,66 @@ def check_gpu_clustering(dev):
     s_cpu, s_gpu = silhouette_score(X, cpu.labels, metric="cosine"), silhouette_score(X.to(dev), gpu.labels, metric="cosine")
     if abs(s_cpu - s_gpu) > 1e-9: raise AssertionError(f"silhouette {s_gpu} on CUDA vs {s_cpu} on CPU")
     return {"inertia_rel": abs(gpu.inertia / cpu.inertia - 1), "silhouette_diff": abs(s_cpu - s_gpu)}
+
+# %% ../nbs/91_gpu.ipynb #35de3750
+def _zero2_data():
+    ids = torch.randint(3, 90, (64, 16), generator=_gen(5))
+    return [{"input_ids": x, "labels": x} for x in ids]
+
+def zero2_job(job:dict):
+    "One process of the ZeRO-2 check: train the tiny Qwen2 with the engine; exit abruptly at the end of step `die_at`, if given."
+    import os
+    from moe_nb.engine import Trainer, TrainConfig
+    from moe_nb.hooks import Hook
+    from moe_nb.zoo import random_model
+    class Die(Hook):
+        def on_step_end(self, trainer, step, logs):
+            if step == job.get("die_at"): os._exit(17)
+    Trainer(random_model("qwen2", seed=0), TrainConfig(**job["train"]), _zero2_data(), run_dir=job["run_dir"], hooks=[Die()]).fit()
+
+def _zero2_config(path:Path, processes:int) -> Path:
+    import yaml
+    cfg = {"compute_environment": "LOCAL_MACHINE", "distributed_type": "DEEPSPEED", "mixed_precision": "no", "num_machines": 1,
+           "num_processes": processes, "machine_rank": 0, "rdzv_backend": "static", "same_network": True, "use_cpu": False,
+           "deepspeed_config": {"zero_stage": 2, "gradient_accumulation_steps": 1, "gradient_clipping": 1.0, "zero3_init_flag": False,
+                                "offload_optimizer_device": "none", "offload_param_device": "none"}}
+    path.write_text(yaml.safe_dump(cfg)); return path
+
+# %% ../nbs/91_gpu.ipynb #e4984a62
+@gpu_check("zero2_resume", needs=("deepspeed",))
+def check_zero2_resume(dev):
+    "DeepSpeed ZeRO-2 through the engine: killed between checkpoints and resumed, the curve equals plain AdamW's; the weights load without DeepSpeed."
+    import tempfile
+    from moe_nb.engine import Trainer, TrainConfig, latest_checkpoint
+    from moe_nb.core import load_tensors, load_json, read_jsonl_log
+    from moe_nb.jobs import launch
+    from moe_nb.zoo import random_model
+    W = 2 if dev.type == "cpu" else min(2, torch.cuda.device_count())
+    train = dict(steps=6, batch_size=4, grad_accum=2, lr=3e-3, save_every=3, log_every=1, tracker="none", progress=False,
+                 precision="no", cpu=dev.type == "cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp, env = Path(tmp), {"OMP_NUM_THREADS": "1"} if dev.type == "cpu" else {}
+        cfg, job = _zero2_config(tmp/"zero2.yaml", W), {"run_dir": str(tmp/"zero2"), "train": train}
+        try: launch("moe_nb.gpu:zero2_job", job | {"die_at": 5}, tmp, W, cfg, env=env, timeout=600, name="killed")
+        except RuntimeError: pass
+        else: raise AssertionError("the first launch was not killed at step 5")
+        left = ([r["step"] for r in read_jsonl_log(tmp/"zero2"/"metrics.jsonl")], latest_checkpoint(tmp/"zero2").name)
+        if left != ([1, 2, 3, 4], "step-0000003"): raise AssertionError(f"after the kill: logged steps and checkpoint {left}, expected ([1, 2, 3, 4], step-0000003)")
+        launch("moe_nb.gpu:zero2_job", job, tmp, W, cfg, env=env, timeout=600, name="resumed")
+        rows, ck = read_jsonl_log(tmp/"zero2"/"metrics.jsonl"), latest_checkpoint(tmp/"zero2")
+        if not (ck/"accelerate").is_dir() or load_json(ck/"trainer_state.json")["world_size"] != W:
+            raise AssertionError(f"{ck}: not a DeepSpeed checkpoint of {W} processes (no accelerate/ state, or another world size)")
+        ref_tr = Trainer(random_model("qwen2", seed=0), TrainConfig(**train | {"grad_accum": 2 * W, "save_every": 0}), _zero2_data(), run_dir=tmp/"ref")
+        ref = ref_tr.fit(resume=False)
+        if [r["step"] for r in rows] != list(range(1, 7)): raise AssertionError(f"logged steps {[r['step'] for r in rows]}, expected 1..6 once each")
+        loss = close("ZeRO-2 vs AdamW losses", torch.tensor([r["loss"] for r in rows]), torch.tensor([r["loss"] for r in ref]), 1e-5)
+        gn = [abs(a["grad_norm"] / b["grad_norm"] - 1) for a, b in zip(rows, ref)]
+        if max(gn) > 1e-3: raise AssertionError(f"gradient norms differ by up to {max(gn):.2e} relative: {[r['grad_norm'] for r in rows]} vs {[r['grad_norm'] for r in ref]}")
+        fresh = random_model("qwen2", seed=1).to(dev)
+        fresh.load_state_dict(load_tensors(ck/"model.safetensors"), strict=False)
+        x = torch.randint(3, 90, (2, 16), generator=_gen(9)).to(dev)
+        with torch.no_grad(): logits = close("reloaded vs reference logits", fresh(input_ids=x).logits, ref_tr.unwrapped.eval()(input_ids=x).logits, 1e-4)
+    return {"processes": W, "loss_max_diff": loss, "grad_norm_max_rel": max(gn), "logits_max_diff": logits, "final_loss": rows[-1]["loss"]}
 
 # %% ../nbs/91_gpu.ipynb #51bb96d3
 BENCHES = {

@@ -16,7 +16,7 @@ from ..core import Config, ConfigError, save_json, load_json, atomic_dir
 from ..hooks import Hook
 from ..data import DataError, encode_chat, collate, load_records
 from ..embedded import get_tokenizer, embedded_instructions
-from ..engine import Trainer, TrainConfig, batches, loss_sums
+from ..engine import Trainer, TrainConfig, batches, loss_sums, process_state
 from ..jobs import launch
 from ..tokens import SEED_MIX, MixSchedule, MixedTokens, tokenize_sources, open_blocks
 from .polyglu import PolyGLU, TauAnneal
@@ -159,10 +159,9 @@ def load_portable(path:str|Path, optimizer=None, scheduler=None) -> tuple[nn.Mod
 # %% ../../nbs/polychromatic/32_train.ipynb #a1920494
 def pretrain(cfg:PretrainConfig, run_dir:str|Path, resume:str|bool="auto", hooks:list=()) -> dict:
     "Run a pretraining job into `run_dir` (any number of processes); return the final metrics."
-    from accelerate import PartialState
     run_dir = Path(run_dir)
     tcfg = TrainConfig.from_dict({"seed": cfg.seed, **cfg.train}, where="parameter 'train'")
-    st = PartialState(cpu=tcfg.cpu)  # the engine's Accelerator shares this state: same device choice
+    st = process_state(tcfg.cpu)  # the engine's Accelerator shares this state: same device choice
     tok = get_tokenizer(cfg.tokenizer)
     with st.main_process_first():
         mix, held = pretrain_data(cfg, tok, run_dir, tcfg.batch_size * tcfg.grad_accum * st.num_processes, tcfg.steps, st.is_main_process)
