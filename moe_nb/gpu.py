@@ -265,7 +265,7 @@ def check_gpu_clustering(dev):
     if abs(s_cpu - s_gpu) > 1e-9: raise AssertionError(f"silhouette {s_gpu} on CUDA vs {s_cpu} on CPU")
     return {"inertia_rel": abs(gpu.inertia / cpu.inertia - 1), "silhouette_diff": abs(s_cpu - s_gpu)}
 
-# %% ../nbs/91_gpu.ipynb #35de3750
+# %% ../nbs/91_gpu.ipynb #eb80ca13
 def _zero2_data():
     ids = torch.randint(3, 90, (64, 16), generator=_gen(5))
     return [{"input_ids": x, "labels": x} for x in ids]
@@ -289,7 +289,7 @@ def _zero2_config(path:Path, processes:int) -> Path:
                                 "offload_optimizer_device": "none", "offload_param_device": "none"}}
     path.write_text(yaml.safe_dump(cfg)); return path
 
-# %% ../nbs/91_gpu.ipynb #e4984a62
+# %% ../nbs/91_gpu.ipynb #219a1a11
 @gpu_check("zero2_resume", needs=("deepspeed",))
 def check_zero2_resume(dev):
     "DeepSpeed ZeRO-2 through the engine: killed between checkpoints and resumed, the curve equals plain AdamW's; the weights load without DeepSpeed."
@@ -327,10 +327,13 @@ def check_zero2_resume(dev):
 
 # %% ../nbs/91_gpu.ipynb #51bb96d3
 BENCHES = {
-    "polyglu": dict(device="cuda", dtype="bfloat16", d_model=1024, d_ff=4096, tokens=16 * 4096),
-    "chunked_ce": dict(device="cuda", dtype="bfloat16", vocab=151_669, tokens=8 * 4096, d_model=1024, chunk=4096),
+    "polyglu": dict(device="cuda", dtype="bfloat16", d_model=1024, d_ff=4096, tokens=16 * 4096, time_target=1.2, memory_target=1.1),
+    "chunked_ce": dict(device="cuda", dtype="bfloat16", vocab=151_669, tokens=8 * 4096, d_model=1024, chunk=0),
     "parscale_generation": dict(device="cuda", dtype="bfloat16", hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2),
-    "clustering": dict(repeats=1, sil_sizes=[2000, 20000], sil_sizes_ours=[100000, 1000000], hdbscan_sizes=[10000]),
+    "experts": dict(device="cuda", dtype="bfloat16", tokens=2 * 4096, seq=4096, layers=1, steps=5, warmup=2, repeats=2,
+                    select_moe_shape=dict(REAL_SHAPES["olmoe_1b_7b"][1], vocab_size=128),
+                    nexus_shape=dict(REAL_SHAPES["gpt_oss_20b"][1], vocab_size=128)),
+    "clustering": dict(repeats=1, sil_sizes=[2000, 20000], sil_sizes_ours=[100000, 1000000], hdbscan_sizes=[10000], elbow_n_gpu=270_000),
 }
 
 def run_benches(run_dir:Path, only:list[str]|None=None, progress:bool=False) -> list[dict]:
