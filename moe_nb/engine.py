@@ -273,9 +273,8 @@ class Trainer:
         dev = torch.device("cpu") if cfg.cpu else get_device()
         mp = precision_name(get_dtype(dev)) if cfg.precision == "auto" else cfg.precision
         trackers = None if cfg.tracker == "none" else cfg.tracker
-        process_state(cfg.cpu)  # the Accelerator shares it; DeepSpeed without CUDA must not see cpu=True (accelerate would drop it)
-        ds_cpu = deepspeed_requested() and not torch.cuda.is_available()
-        self.acc = Accelerator(cpu=cfg.cpu and not ds_cpu, mixed_precision=mp, log_with=trackers, project_dir=str(self.run_dir))
+        process_state(cfg.cpu)  # the Accelerator shares it; under DeepSpeed it must not see cpu=True (accelerate would drop DeepSpeed)
+        self.acc = Accelerator(cpu=cfg.cpu and not deepspeed_requested(), mixed_precision=mp, log_with=trackers, project_dir=str(self.run_dir))
         set_seed(cfg.seed)
         if trainable is not ...: set_trainable(model, trainable)
         self.n_trainable, self.n_total = count_params(model)
@@ -291,6 +290,8 @@ class Trainer:
 
     @property
     def is_main(self) -> bool: return self.acc.is_main_process
+    @property
+    def is_deepspeed(self) -> bool: return self.acc.distributed_type.name == "DEEPSPEED"
     @property
     def unwrapped(self) -> nn.Module: return self.acc.unwrap_model(self.model)
 
@@ -316,11 +317,11 @@ def save_checkpoint(self:Trainer) -> Path:
     if self.is_main:
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
         save_tensors(w, tmp/"model.safetensors", {"step": self.step})
-        if self.acc.distributed_type.name != "DEEPSPEED": torch.save(self.opt.state_dict(), tmp/"optimizer.pt")  # ZeRO's: in accelerate/
+        if not self.is_deepspeed: torch.save(self.opt.state_dict(), tmp/"optimizer.pt")  # ZeRO's: in accelerate/
         torch.save(self.sched.state_dict(), tmp/"scheduler.pt")
     self.acc.wait_for_everyone()
     torch.save(_rng_state(), tmp/f"rng-{self.acc.process_index}.pt")
-    if self.acc.distributed_type.name == "DEEPSPEED": self.acc.save_state(str(tmp/"accelerate"))
+    if self.is_deepspeed: self.acc.save_state(str(tmp/"accelerate"))
     self.acc.wait_for_everyone()
     if self.is_main:
         save_json({"step": self.step, "tokens": self.tokens, "world_size": self.acc.num_processes,
@@ -352,7 +353,7 @@ def load_checkpoint(self:Trainer, path:str|Path):
     missing = [n for n, p in self.unwrapped.named_parameters() if p.requires_grad and n not in w]
     if missing: raise ValueError(f"{path/'model.safetensors'}: no weights for trainable parameters {missing[:5]}")
     self.unwrapped.load_state_dict(w, strict=False)
-    if self.acc.distributed_type.name == "DEEPSPEED": self.acc.load_state(str(path/"accelerate"))
+    if self.is_deepspeed: self.acc.load_state(str(path/"accelerate"))
     else:
         self.opt.load_state_dict(_load_state(path/"optimizer.pt"))
     self.sched.load_state_dict(_load_state(path/"scheduler.pt"))
@@ -422,15 +423,14 @@ class LogWindow:
 def _accumulate(self:Trainer, step:int) -> dict:
     "Forward and backward over the step's `grad_accum` micro-batches; the loss terms averaged over them and over processes."
     cfg, acc, terms = self.cfg, self.acc, {}
-    ds = acc.distributed_type.name == "DEEPSPEED"
     for k in range(cfg.grad_accum):
         batch = self._batch(step * cfg.grad_accum + k)
-        sync = k == cfg.grad_accum - 1 or acc.num_processes == 1
-        if ds: acc.gradient_state._set_sync_gradients(k == cfg.grad_accum - 1)  # DeepSpeed updates after the last one
-        with (nullcontext() if sync else acc.no_sync(self.model)):
+        last = k == cfg.grad_accum - 1
+        if self.is_deepspeed: acc.gradient_state._set_sync_gradients(last)  # DeepSpeed updates after the last one
+        with (nullcontext() if last or acc.num_processes == 1 else acc.no_sync(self.model)):
             with acc.autocast(): out = self.loss_fn(self.model, batch)
             out = out if isinstance(out, dict) else {"loss": out}
-            acc.backward(out["loss"] if ds else out["loss"] / cfg.grad_accum)  # DeepSpeed divides by its accumulation steps
+            acc.backward(out["loss"] if self.is_deepspeed else out["loss"] / cfg.grad_accum)  # DeepSpeed divides by its accumulation steps
         for n, v in out.items(): terms[n] = terms.get(n, 0.0) + v.detach().float() / cfg.grad_accum
         self.tokens += batch["input_ids"].numel() * acc.num_processes
     names = sorted(terms)

@@ -311,11 +311,11 @@ def check_zero2_resume(dev):
         if left != ([1, 2, 3, 4], "step-0000003"): raise AssertionError(f"after the kill: logged steps and checkpoint {left}, expected ([1, 2, 3, 4], step-0000003)")
         launch("moe_nb.gpu:zero2_job", job, tmp, W, cfg, env=env, timeout=600, name="resumed")
         rows, ck = read_jsonl_log(tmp/"zero2"/"metrics.jsonl"), latest_checkpoint(tmp/"zero2")
+        if [r["step"] for r in rows] != list(range(1, 7)): raise AssertionError(f"logged steps {[r['step'] for r in rows]}, expected 1..6 once each")
         if not (ck/"accelerate").is_dir() or load_json(ck/"trainer_state.json")["world_size"] != W:
             raise AssertionError(f"{ck}: not a DeepSpeed checkpoint of {W} processes (no accelerate/ state, or another world size)")
         ref_tr = Trainer(random_model("qwen2", seed=0), TrainConfig(**train | {"grad_accum": 2 * W, "save_every": 0}), _zero2_data(), run_dir=tmp/"ref")
         ref = ref_tr.fit(resume=False)
-        if [r["step"] for r in rows] != list(range(1, 7)): raise AssertionError(f"logged steps {[r['step'] for r in rows]}, expected 1..6 once each")
         loss = close("ZeRO-2 vs AdamW losses", torch.tensor([r["loss"] for r in rows]), torch.tensor([r["loss"] for r in ref]), 1e-5)
         gn = [abs(a["grad_norm"] / b["grad_norm"] - 1) for a, b in zip(rows, ref)]
         if max(gn) > 1e-3: raise AssertionError(f"gradient norms differ by up to {max(gn):.2e} relative: {[r['grad_norm'] for r in rows]} vs {[r['grad_norm'] for r in ref]}")
